@@ -1,0 +1,26 @@
+"""fastbias: gradient descent on linear networks, fast and verified.
+
+Built on Gunasekar, Lee, Soudry, Srebro, *Implicit Bias of Gradient Descent on
+Linear Convolutional Networks* (NeurIPS 2018). The kernels live in
+``fastbias.kernels``; importing ``fastbias`` itself stays light.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+__all__ = ["kernels", "warmup", "__version__"]
+
+
+def warmup(dtypes=("float64", "float32")):
+    """Compile (or load from Numba's cache) the common kernel signatures, so that
+    no user-timed first call pays for compilation. See ``fastbias.kernels.warmup``."""
+    from .kernels import warmup as _warmup
+
+    _warmup(dtypes)
+
+
+def __getattr__(name):
+    if name == "kernels":
+        return importlib.import_module(".kernels", __name__)
+    raise AttributeError(f"module 'fastbias' has no attribute {name!r}")

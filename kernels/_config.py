@@ -1,0 +1,22 @@
+"""Compilation settings shared by every fastbias kernel.
+
+One central place for the Numba flags (as stumpy's ``config.py``):
+
+* ``FASTMATH`` allows reassociation, contraction (FMA) and the other value-safe
+  relaxations that let LLVM vectorize reductions, but *not* ``nnan``/``ninf``:
+  a diverging computation must still produce NaN/inf instead of being assumed
+  away by the optimizer.
+* ``cache=True`` so that compiled kernels are reused across processes.
+* ``nogil=True`` so callers may run kernels from several Python threads.
+"""
+
+import numba
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "reassoc"})
+
+JIT_OPTIONS = dict(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
+
+
+def kernel(fn):
+    """Compile ``fn`` as a nopython kernel with the project-wide options."""
+    return numba.njit(**JIT_OPTIONS)(fn)
