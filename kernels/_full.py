@@ -8,6 +8,9 @@ keeps one compiled specialization for every depth.
 With ``r_l = W_l W_{l+1} ... W_{L-1} 1`` (0-based layers, ``r_L = [1]``):
 ``beta = r_0``, forward mode carries ``(r, dr)``, reverse mode gives
 ``dW_l = a_l r_{l+1}^T`` with ``a_0 = g`` and ``a_{l+1} = W_l^T a_l``.
+
+The row-level helpers (``chain_offsets``, ``chain_row``, ``vjp_row``) are shared
+with the compiled gradient-descent loop.
 """
 
 import numpy as np
@@ -27,20 +30,61 @@ def _matvec(theta, o, rows, cols, x, out):
 
 
 @kernel
+def chain_offsets(widths):
+    """Offsets ``roff`` of the partial products r_1..r_L in one buffer:
+    ``r_l = rs[roff[l] : roff[l] + widths[l]]``; ``roff[L + 1]`` is its length."""
+    L = widths.shape[0] - 1
+    roff = np.zeros(L + 2, np.int64)
+    for l in range(1, L + 1):
+        roff[l + 1] = roff[l] + widths[l]
+    return roff
+
+
+@kernel
+def chain_row(theta, widths, offsets, roff, rs, beta):
+    """r_L = 1, r_l = W_l r_{l+1} for l = L-1..1 into ``rs``; beta = W_0 r_1."""
+    L = widths.shape[0] - 1
+    rs[roff[L]] = 1.0
+    for l in range(L - 1, 0, -1):
+        _matvec(theta, offsets[l], widths[l], widths[l + 1], rs[roff[l + 1]:], rs[roff[l]:])
+    _matvec(theta, offsets[0], widths[0], widths[1], rs[roff[1]:], beta)
+
+
+@kernel
+def vjp_row(theta, g, widths, offsets, roff, rs, a, t, out):
+    """Gradient of <beta, g> into ``out`` (layout of ``theta``), given ``rs`` from
+    ``chain_row``; ``a``, ``t`` are work buffers of length max(widths)."""
+    L = widths.shape[0] - 1
+    a[: widths[0]] = g
+    for l in range(L):
+        rows = widths[l]
+        cols = widths[l + 1]
+        o = offsets[l]
+        rr = rs[roff[l + 1]:]
+        for i in range(rows):
+            ai = a[i]
+            for j in range(cols):
+                out[o + i * cols + j] = ai * rr[j]
+        if l < L - 1:
+            # a <- W_l^T a
+            for j in range(cols):
+                t[j] = 0.0
+            for i in range(rows):
+                ai = a[i]
+                for j in range(cols):
+                    t[j] += theta[o + i * cols + j] * ai
+            a[:cols] = t[:cols]
+
+
+@kernel
 def pfull_flat(theta, widths, offsets):
     B = theta.shape[0]
-    L = widths.shape[0] - 1
     D = widths[0]
-    m = widths.max()
+    roff = chain_offsets(widths)
+    rs = np.empty(roff[-1], theta.dtype)
     out = np.empty((B, D), theta.dtype)
-    r = np.empty(m, theta.dtype)
-    t = np.empty(m, theta.dtype)
     for b in range(B):
-        r[0] = 1.0
-        for l in range(L - 1, -1, -1):
-            _matvec(theta[b], offsets[l], widths[l], widths[l + 1], r, t)
-            r[: widths[l]] = t[: widths[l]]
-        out[b] = r[:D]
+        chain_row(theta[b], widths, offsets, roff, rs, out[b])
     return out
 
 
@@ -74,36 +118,14 @@ def pfull_jvp_flat(theta, dtheta, widths, offsets):
 @kernel
 def pfull_vjp_flat(theta, g, widths, offsets):
     B, P = theta.shape
-    L = widths.shape[0] - 1
     m = widths.max()
-    out = np.empty((B, P), theta.dtype)
-    # rs[roff[l] : roff[l] + n_l] = r_l for l = 1..L
-    roff = np.zeros(L + 2, np.int64)
-    for l in range(1, L + 1):
-        roff[l + 1] = roff[l] + widths[l]
-    rs = np.empty(roff[L + 1], theta.dtype)
+    roff = chain_offsets(widths)
+    rs = np.empty(roff[-1], theta.dtype)
+    beta = np.empty(widths[0], theta.dtype)
     a = np.empty(m, theta.dtype)
     t = np.empty(m, theta.dtype)
+    out = np.empty((B, P), theta.dtype)
     for b in range(B):
-        rs[roff[L]] = 1.0
-        for l in range(L - 1, 0, -1):
-            _matvec(theta[b], offsets[l], widths[l], widths[l + 1], rs[roff[l + 1]:], rs[roff[l]:])
-        a[: widths[0]] = g[b]
-        for l in range(L):
-            rows = widths[l]
-            cols = widths[l + 1]
-            o = offsets[l]
-            rr = rs[roff[l + 1]:]
-            for i in range(rows):
-                for j in range(cols):
-                    out[b, o + i * cols + j] = a[i] * rr[j]
-            if l < L - 1:
-                # a <- W_l^T a
-                for j in range(cols):
-                    t[j] = 0.0
-                for i in range(rows):
-                    ai = a[i]
-                    for j in range(cols):
-                        t[j] += theta[b, o + i * cols + j] * ai
-                a[:cols] = t[:cols]
+        chain_row(theta[b], widths, offsets, roff, rs, beta)
+        vjp_row(theta[b], g[b], widths, offsets, roff, rs, a, t, out[b])
     return out
