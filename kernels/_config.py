@@ -20,3 +20,8 @@ JIT_OPTIONS = dict(cache=True, fastmath=set(FASTMATH), nogil=True, error_model="
 def kernel(fn):
     """Compile ``fn`` as a nopython kernel with the project-wide options."""
     return numba.njit(**JIT_OPTIONS)(fn)
+
+
+def parallel_kernel(fn):
+    """Like ``kernel``, with ``prange`` loops run on Numba's thread pool."""
+    return numba.njit(parallel=True, **JIT_OPTIONS)(fn)

@@ -1,0 +1,483 @@
+"""Gradient descent on linear networks: ``fit``, ``fit_many`` and ``Run``.
+
+The iterations run in compiled code (``fastbias.kernels._gd``), many steps per
+call, returning to Python only to record the history. See the README sections
+"Engine" and "Certified step sizes" for the numerics and the step-size bound.
+"""
+
+import math
+import warnings
+
+import numpy as np
+
+from fastbias.data import check_dataset, is_separable
+from fastbias.kernels import _gd
+from fastbias.kernels._validate import as_float_array, check_int
+
+ARCHS = ("linear", "fc", "diag", "conv")
+LOSSES = {"exp": _gd.EXP_LOSS, "logistic": _gd.LOGISTIC_LOSS}
+STEPS = ("adaptive", "fixed")
+STATUS = {
+    _gd.RUNNING: "running",
+    _gd.NONFINITE: "nonfinite",
+    _gd.STUCK: "stuck",
+    _gd.STATIONARY: "stationary",
+}
+RECORDS_PER_DECADE = 20
+
+HISTORY_COLUMNS = (
+    "step", "log_loss", "min_margin", "normalized_margin", "beta_norm",
+    "weight_norm", "step_size", "log_step_size", "halvings",
+)
+
+
+def _check_choice(value, name, choices):
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _positive_float(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+class Problem:
+    """A dataset prepared for one architecture: the compiled loop's inputs and the
+    maps between the flat state ``theta`` and the network's weights."""
+
+    def __init__(self, X, y, arch, depth, widths=None):
+        self.arch = arch
+        self.depth = L = depth
+        N, D = X.shape
+        self.D = D
+        self.X = X
+        self.y = y
+        yx = y[:, None] * X
+        self.X2 = float(np.max(np.einsum("nd,nd->n", X, X)))
+        if arch == "conv":
+            self.family = _gd.PROD
+            self.K = self.Ki = K = D // 2 + 1
+            pw = np.full(K, 2.0 / D)
+            pw[0] = 1.0 / D
+            if D % 2 == 0:
+                pw[-1] = 1.0 / D
+            Xf = np.fft.rfft(X, axis=1)
+            Zc = y[:, None] * pw * Xf
+            self.Z = np.ascontiguousarray(np.concatenate([Zc.real, Zc.imag], axis=1))
+            self.pw = pw
+            self.Xh = float(np.max(np.abs(Xf)))
+        elif arch == "diag":
+            self.family = _gd.PROD
+            self.K, self.Ki = D, 0
+            self.Z = np.ascontiguousarray(yx)
+            self.pw = np.ones(D)
+            self.Xh = float(np.max(np.abs(X)))
+        else:
+            self.family = _gd.FULL
+            self.K, self.Ki = 1, 0
+            self.Z = np.ascontiguousarray(yx)
+            self.pw = np.ones(1)
+            self.Xh = math.sqrt(self.X2)
+        if self.family == _gd.FULL:
+            hidden = [D] * (L - 1) if widths is None else list(widths)
+            self.widths = np.array([D] + hidden + [1], dtype=np.int64)
+            sizes = self.widths[:-1] * self.widths[1:]
+            self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        else:
+            self.widths = np.array([1, 1], dtype=np.int64)
+            self.offsets = np.zeros(2, dtype=np.int64)
+        self.P = int(self.offsets[-1]) if self.family == _gd.FULL else L * (self.K + self.Ki)
+
+    # -- state <-> weights
+    def init_weights(self, init_scale, seed):
+        rng = np.random.default_rng(seed)
+        L, D = self.depth, self.D
+        if self.family == _gd.PROD:
+            return init_scale * rng.standard_normal((L, D))
+        return [init_scale * rng.standard_normal((int(a), int(b)))
+                for a, b in zip(self.widths[:-1], self.widths[1:])]
+
+    def theta_from_weights(self, weights):
+        if self.family == _gd.FULL:
+            return np.concatenate([np.asarray(W, dtype=np.float64).ravel() for W in weights])
+        w = np.asarray(weights, dtype=np.float64)
+        if self.arch == "conv":
+            Wf = np.fft.rfft(w, axis=1)
+            return np.concatenate([Wf.real.ravel(), Wf.imag.ravel()])
+        return w.ravel().copy()
+
+    def weights_from_theta(self, theta):
+        L, D = self.depth, self.D
+        if self.family == _gd.FULL:
+            Ws = [theta[self.offsets[l]:self.offsets[l + 1]].reshape(int(self.widths[l]), int(self.widths[l + 1])).copy()
+                  for l in range(L)]
+            return Ws[0][:, 0].copy() if self.arch == "linear" else Ws
+        if self.arch == "conv":
+            K = self.K
+            Wf = theta[: L * K].reshape(L, K) + 1j * theta[L * K:].reshape(L, K)
+            return np.fft.irfft(Wf, D, axis=1)
+        return theta.reshape(L, D).copy()
+
+    def beta_from_theta(self, theta):
+        b = np.empty(self.Z.shape[1])
+        L, K = self.depth, self.K
+        if self.family == _gd.PROD:
+            _gd.prod_beta(theta, L, K, self.Ki, b)
+            if self.arch == "conv":
+                return np.fft.irfft(b[:K] + 1j * b[K:], self.D)
+            return b
+        from fastbias.kernels._full import chain_offsets, chain_row
+
+        roff = chain_offsets(self.widths)
+        chain_row(theta, self.widths, self.offsets, roff, np.empty(roff[-1]), b)
+        return b
+
+    def weight_norm(self, theta):
+        if self.family == _gd.PROD:
+            return math.sqrt(_gd.prod_sqnorm(theta, self.depth, self.K, self.Ki, self.pw))
+        return float(np.linalg.norm(theta))
+
+    def loop_args(self):
+        return (self.family, self.depth, self.K, self.Ki, self.widths, self.offsets)
+
+
+def _record_steps(start, stop):
+    """Log-spaced record points in (start, stop] (about 20 per decade), plus stop."""
+    if stop <= start:
+        return []
+    k = np.arange(0, RECORDS_PER_DECADE * (math.log10(max(stop, 1)) + 1) + 1)
+    pts = np.unique(np.round(10.0 ** (k / RECORDS_PER_DECADE)).astype(np.int64))
+    pts = pts[(pts > start) & (pts < stop)]
+    return [int(p) for p in pts] + [int(stop)]
+
+
+class Run:
+    """The result of ``fit``: final weights and predictor, the history, and
+    ``resume(steps)`` to continue exactly where the run stopped."""
+
+    def __init__(self, problem, theta, *, loss, step, step_size, references, record, seed, init_scale):
+        self._problem = problem
+        self._theta = theta
+        self._loss = loss
+        self._step = step
+        self._step_size = step_size
+        self._references = references
+        self._record = record
+        self.seed = seed
+        self.init_scale = init_scale
+        self.steps_done = 0
+        self.halvings = 0
+        self.status = "running"
+        self._rows = []
+        self._stats = np.zeros(_gd.N_STATS)
+        self._stats[_gd.ST_LOG_ETA] = np.nan
+
+    # -- public
+    arch = property(lambda self: self._problem.arch)
+    depth = property(lambda self: self._problem.depth)
+
+    @property
+    def beta(self):
+        """The predictor P(w) of the current weights, float64 (D,)."""
+        return self._problem.beta_from_theta(self._theta)
+
+    @property
+    def weights(self):
+        """The current weights: (L, D) for diag/conv (time domain), a list of
+        matrices for fc, the vector (D,) for linear."""
+        return self._problem.weights_from_theta(self._theta)
+
+    @property
+    def log_loss(self):
+        return float(self._stats[_gd.ST_LOG_LOSS])
+
+    @property
+    def history(self):
+        """Structured array, one row per recorded step (see ``HISTORY_COLUMNS`` and
+        one ``cos_<name>`` column per reference)."""
+        names = list(HISTORY_COLUMNS) + [f"cos_{k}" for k in self._references]
+        dtype = [(n, np.int64 if n in ("step", "halvings") else np.float64) for n in names]
+        out = np.zeros(len(self._rows), dtype=dtype)
+        for i, row in enumerate(self._rows):
+            out[i] = row
+        return out
+
+    def resume(self, steps):
+        """Run ``steps`` more iterations, continuing exactly where the run stopped."""
+        steps = check_int(steps, "steps", 0)
+        _drive([self], steps, threads=None)
+        return self
+
+    def __repr__(self):
+        return (f"Run(arch={self.arch!r}, depth={self.depth}, steps_done={self.steps_done}, "
+                f"log_loss={self.log_loss:.6g}, status={self.status!r})")
+
+    # -- internal
+    def _record_row(self):
+        p = self._problem
+        beta = self.beta
+        bn = float(np.linalg.norm(beta))
+        mmin = float(self._stats[_gd.ST_MIN_MARGIN])
+        log_eta = float(self._stats[_gd.ST_LOG_ETA])
+        row = [
+            self.steps_done,
+            float(self._stats[_gd.ST_LOG_LOSS]),
+            mmin,
+            mmin / bn if bn > 0 else np.nan,
+            bn,
+            p.weight_norm(self._theta),
+            math.exp(log_eta) if log_eta < 709.0 else math.inf,
+            log_eta,
+            self.halvings,
+        ]
+        for ref in self._references.values():
+            rn = np.linalg.norm(ref)
+            row.append(float(beta @ ref / (bn * rn)) if bn > 0 and rn > 0 else np.nan)
+        self._rows.append(tuple(row))
+
+
+def _drive(runs, steps, threads):
+    """Advance runs (sharing one Problem layout) by ``steps``, recording as asked."""
+    if steps == 0 or not runs:
+        return
+    start = runs[0].steps_done
+    stop = start + steps
+    if runs[0]._record == "log":
+        points = _record_steps(start, stop)
+    elif runs[0]._record == "last":
+        points = [stop]
+    else:
+        every = runs[0]._record
+        points = list(range((start // every + 1) * every, stop, every)) + [stop]
+    if start == 0 and not runs[0]._rows:
+        _advance(runs, 0, threads)  # evaluate the initial point
+        for r in runs:
+            r._record_row()
+    t = start
+    for pt in points:
+        _advance(runs, pt - t, threads)
+        t = pt
+        for r in runs:
+            if r.steps_done == pt or r.status != "running" and (not r._rows or r._rows[-1][0] != r.steps_done):
+                r._record_row()
+
+
+def _advance(runs, n, threads):
+    import numba
+
+    p = runs[0]._problem
+    R = len(runs)
+    thetas = np.stack([r._theta for r in runs])
+    stats = np.stack([r._stats for r in runs])
+    stats[:, _gd.ST_HALVINGS] = 0.0
+    for i, r in enumerate(runs):
+        # finished runs (stuck, stationary, diverged) are left alone by the kernel
+        stats[i, _gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
+    datasets = []
+    idx = np.empty(R, dtype=np.int64)
+    for i, r in enumerate(runs):
+        for j, q in enumerate(datasets):
+            if q is r._problem:
+                idx[i] = j
+                break
+        else:
+            idx[i] = len(datasets)
+            datasets.append(r._problem)
+    Zs = np.stack([q.Z for q in datasets])
+    X2s = np.array([q.X2 for q in datasets])
+    Xhs = np.array([q.Xh for q in datasets])
+    step = np.array([r._step_size for r in runs])
+    loss = LOSSES[runs[0]._loss]
+    adaptive = runs[0]._step == "adaptive"
+    old = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        _gd.gd_batch(thetas, *p.loop_args(), Zs, idx, p.pw, X2s, Xhs, loss, adaptive, step, n, stats)
+    finally:
+        if threads is not None:
+            numba.set_num_threads(old)
+    for i, r in enumerate(runs):
+        if r.status != "running":
+            continue
+        r._theta = thetas[i]
+        r.steps_done += int(stats[i, _gd.ST_STEPS])
+        r.halvings += int(stats[i, _gd.ST_HALVINGS])
+        st = STATUS[int(stats[i, _gd.ST_STATUS])]
+        keep_eta = r._stats[_gd.ST_LOG_ETA]
+        r._stats = stats[i].copy()
+        if int(stats[i, _gd.ST_STEPS]) == 0:
+            r._stats[_gd.ST_LOG_ETA] = keep_eta
+        r.status = st
+        if st == "nonfinite":
+            warnings.warn(f"run (seed {r.seed}) diverged: the loss became non-finite after "
+                          f"{r.steps_done} steps (step size too large?)", RuntimeWarning, stacklevel=4)
+
+
+def _prepare(X, y, *, arch, depth, widths, loss, steps, step, step_size, init_scale, allow_nonseparable, record):
+    X, y = check_dataset(X, y)
+    _check_choice(arch, "arch", ARCHS)
+    _check_choice(loss, "loss", tuple(LOSSES))
+    _check_choice(step, "step", STEPS)
+    if depth is None:
+        depth = 1 if arch == "linear" else 2
+    depth = check_int(depth, "depth", 1)
+    if arch == "linear" and depth != 1:
+        raise ValueError(f"arch='linear' has depth 1, got depth={depth} (use arch='fc' for deep networks)")
+    steps = check_int(steps, "steps", 0)
+    if widths is not None:
+        if arch != "fc":
+            raise ValueError(f"widths applies to arch='fc' only, got arch={arch!r}")
+        if isinstance(widths, (str, bytes)) or not hasattr(widths, "__len__"):
+            raise TypeError("widths must be a sequence of the hidden layer widths D_1..D_{L-1}")
+        widths = [check_int(w, "widths[i]", 1) for w in widths]
+        if len(widths) != depth - 1:
+            raise ValueError(f"widths must list the {depth - 1} hidden widths of a depth-{depth} net, got {len(widths)}")
+    if step == "fixed":
+        if step_size is None:
+            raise ValueError("step='fixed' needs step_size (the learning rate eta of eq. 7)")
+        step_size = _positive_float(step_size, "step_size")
+    else:
+        step_size = 1.0 if step_size is None else _positive_float(step_size, "step_size")
+        if step_size >= 2.0:
+            raise ValueError(f"step='adaptive' certifies eta = c / (L S) only for c < 2, got step_size={step_size}")
+    if isinstance(record, str):
+        _check_choice(record, "record", ("log", "last"))
+    else:
+        record = check_int(record, "record", 1)
+    if not is_separable(X, y):
+        if loss == "exp" and not allow_nonseparable:
+            raise ValueError("the data are not linearly separable: the exponential loss has no "
+                             "minimizer direction (pass allow_nonseparable=True to run anyway)")
+        if loss == "logistic":
+            warnings.warn("the data are not linearly separable: logistic GD converges to a "
+                          "finite minimizer, not a max-margin direction", RuntimeWarning, stacklevel=3)
+    init_scale = (1.0 / math.sqrt(X.shape[1])) if init_scale is None else _positive_float(init_scale, "init_scale")
+    return X, y, depth, widths, steps, step_size, init_scale, record
+
+
+def _references(references, D):
+    if references is None:
+        return {}
+    if isinstance(references, dict):
+        items = references.items()
+    else:
+        items = ((str(i), r) for i, r in enumerate(references))
+    out = {}
+    for name, ref in items:
+        ref = as_float_array(ref, f"references[{name!r}]")
+        if ref.shape != (D,):
+            raise ValueError(f"references[{name!r}] must have shape ({D},), got {ref.shape}")
+        out[str(name)] = ref.astype(np.float64)
+    return out
+
+
+def fit(X, y, *, arch, depth=None, widths=None, loss="exp", steps, step="adaptive", step_size=None,
+        init_scale=None, seed=0, record="log", references=None, init=None, allow_nonseparable=False):
+    """Gradient descent (eq. 7) on a linear network of architecture ``arch``.
+
+    Parameters
+    ----------
+    X : (N, D) float array; y : (N,) labels +-1
+    arch : {"linear", "fc", "diag", "conv"}
+    depth : int, number of layers L (1 for linear; default 2 otherwise)
+    widths : hidden widths D_1..D_{L-1} of an fc net (default D each)
+    loss : {"exp", "logistic"}
+    steps : int, iterations to run
+    step : {"adaptive", "fixed"}; ``step_size`` is eta for "fixed" and the factor
+        c in eta = c / (L(w) S(w)) for "adaptive" (default 1, must be < 2)
+    init_scale : standard deviation of every weight entry at initialization
+        (default 1/sqrt(D)); ``seed`` seeds it. ``init`` gives the weights instead.
+    record : "log" (about 20 rows per decade plus the last step), "last", or k (every k steps)
+    references : dict name -> (D,) direction (or a sequence); a ``cos_<name>`` column each
+
+    Returns
+    -------
+    Run
+    """
+    X, y, depth, widths, steps, step_size, init_scale, record = _prepare(
+        X, y, arch=arch, depth=depth, widths=widths, loss=loss, steps=steps, step=step,
+        step_size=step_size, init_scale=init_scale, allow_nonseparable=allow_nonseparable, record=record)
+    problem = Problem(X, y, arch, depth, widths)
+    refs = _references(references, X.shape[1])
+    theta = problem.theta_from_weights(_check_init(init, problem) if init is not None
+                                       else problem.init_weights(init_scale, seed))
+    run = Run(problem, theta, loss=loss, step=step, step_size=step_size, references=refs,
+              record=record, seed=seed, init_scale=init_scale)
+    _drive([run], steps, threads=None)
+    return run
+
+
+def _check_init(init, problem):
+    L, D = problem.depth, problem.D
+    if problem.family == _gd.PROD:
+        w = as_float_array(init, "init", min_ndim=2)
+        if w.shape != (L, D):
+            raise ValueError(f"init must have shape (L, D) = {(L, D)}, got {w.shape}")
+        return w
+    if problem.arch == "linear":
+        w = as_float_array(init, "init")
+        if w.shape != (D,):
+            raise ValueError(f"init must have shape ({D},), got {w.shape}")
+        return [w[:, None]]
+    if isinstance(init, np.ndarray) or not hasattr(init, "__len__") or len(init) != L:
+        raise ValueError(f"init must be a list of {L} matrices for a depth-{L} fc net")
+    mats = [as_float_array(W, f"init[{l}]", min_ndim=2) for l, W in enumerate(init)]
+    for l, W in enumerate(mats):
+        want = (int(problem.widths[l]), int(problem.widths[l + 1]))
+        if W.shape != want:
+            raise ValueError(f"init[{l}] must have shape {want}, got {W.shape}")
+    return mats
+
+
+def fit_many(X, y, *, arch, seeds=(0,), depth=None, widths=None, loss="exp", steps, step="adaptive",
+             step_size=None, init_scale=None, record="log", references=None, threads=None,
+             allow_nonseparable=False):
+    """Many runs at once, in parallel over cores: every (dataset, seed) pair.
+
+    ``X`` is (N, D) or a stack (S, N, D) of datasets with ``y`` (N,) or (S, N);
+    runs that share a dataset share its prepared data. ``threads`` sets Numba's
+    thread count for the call (default: all). Results are bitwise independent of
+    the thread count. Returns a list of ``Run`` in the order
+    ``[(s, seed) for s in datasets for seed in seeds]``.
+    """
+    Xa = np.asarray(X) if not isinstance(X, (str, bytes)) else X
+    if isinstance(Xa, np.ndarray) and Xa.ndim == 3:
+        ya = np.asarray(y)
+        if ya.ndim != 2 or ya.shape[0] != Xa.shape[0]:
+            raise ValueError(f"for a stack of {Xa.shape[0]} datasets y must have shape ({Xa.shape[0]}, N), got {ya.shape}")
+        pairs = list(zip(Xa, ya))
+    else:
+        pairs = [(X, y)]
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one seed")
+    for s in seeds:
+        check_int(s, "seed", 0)
+    if threads is not None:
+        threads = check_int(threads, "threads", 1)
+    runs = []
+    refs = None
+    for Xs, ys in pairs:
+        Xs, ys, d, w, steps_, c, scale, rec = _prepare(
+            Xs, ys, arch=arch, depth=depth, widths=widths, loss=loss, steps=steps, step=step,
+            step_size=step_size, init_scale=init_scale, allow_nonseparable=allow_nonseparable, record=record)
+        problem = Problem(Xs, ys, arch, d, w)
+        if refs is None:
+            refs = _references(references, Xs.shape[1])
+        for seed in seeds:
+            theta = problem.theta_from_weights(problem.init_weights(scale, seed))
+            runs.append(Run(problem, theta, loss=loss, step=step, step_size=c, references=refs,
+                            record=rec, seed=seed, init_scale=scale))
+    shapes = {r._problem.Z.shape for r in runs}
+    if len(shapes) != 1:
+        raise ValueError(f"all datasets in fit_many must have the same shape, got {sorted(shapes)}")
+    _drive(runs, steps_, threads)
+    return runs

@@ -1,0 +1,258 @@
+"""The GD engine against a literal NumPy reference, and its numerical contracts."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbias
+import naive_gd
+from fastbias.data import gaussian_dataset
+
+CASES = [("conv", 3, 8), ("conv", 2, 7), ("diag", 3, 6), ("fc", 3, 5), ("linear", 1, 5), ("conv", 1, 6)]
+
+
+def _init(arch, depth, D, seed, scale=0.5):
+    rng = np.random.default_rng(seed)
+    if arch in ("conv", "diag"):
+        return scale * rng.standard_normal((depth, D))
+    if arch == "linear":
+        return scale * rng.standard_normal(D)
+    widths = [D] + [4] * (depth - 1) + [1]
+    return [scale * rng.standard_normal((a, b)) for a, b in zip(widths[:-1], widths[1:])]
+
+
+def _ref_init(arch, init):
+    return [init[:, None]] if arch == "linear" else init
+
+
+def _rel(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("arch,depth,D", CASES)
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
+@pytest.mark.parametrize("step,step_size", [("fixed", 2e-3), ("adaptive", 1.0)])
+def test_iterates_equal_reference(arch, depth, D, loss, step, step_size):
+    """fastbias.fit gives the iterates of literal time-domain GD (for conv: the
+    frequency-domain loop equals time-domain GD) to 1e-10 relative."""
+    X, y = gaussian_dataset(6, D, seed=3)
+    init = _init(arch, depth, D, seed=1)
+    widths = [4] * (depth - 1) if arch == "fc" else None
+    steps = 1000 if arch in ("conv", "diag") else 300
+    betas, w_ref = naive_gd.gd(X, y, "fc" if arch == "linear" else arch, _ref_init(arch, init),
+                               steps=steps, loss=loss, step=step, step_size=step_size)
+    run = fastbias.fit(X, y, arch=arch, depth=depth, widths=widths, loss=loss, steps=steps, step=step,
+                       step_size=step_size, init=init, record=100)
+    assert run.steps_done == steps
+    assert _rel(run.beta, betas[-1]) < 1e-10
+    # intermediate iterates too
+    for row in run.history:
+        assert _rel(_beta_at(X, y, arch, depth, widths, loss, step, step_size, init, int(row["step"])),
+                    betas[int(row["step"])]) < 1e-10
+
+
+def _beta_at(X, y, arch, depth, widths, loss, step, step_size, init, t):
+    return fastbias.fit(X, y, arch=arch, depth=depth, widths=widths, loss=loss, steps=t, step=step,
+                        step_size=step_size, init=init, record="last").beta
+
+
+@pytest.mark.parametrize("arch,depth", [("conv", 2), ("conv", 4), ("diag", 3), ("fc", 2), ("linear", 1)])
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
+def test_adaptive_loss_never_increases(arch, depth, loss):
+    X, y = gaussian_dataset(12, 10, seed=5)
+    run = fastbias.fit(X, y, arch=arch, depth=depth, loss=loss, steps=20000, record=1)
+    h = run.history
+    assert len(h) == 20001
+    assert np.all(np.diff(h["log_loss"]) <= 0)
+    assert np.all(np.isfinite(h["log_loss"]))
+    assert run.status == "running"
+
+
+def test_long_run_far_past_underflow():
+    """log L far below -745 (where exp(-margin) underflows) and the run goes on."""
+    X, y = gaussian_dataset(4, 8, seed=2)
+    run = fastbias.fit(X, y, arch="conv", depth=2, steps=300000, step_size=1.5)
+    h = run.history
+    assert run.log_loss < -1e4
+    assert np.all(np.isfinite(h["log_loss"])) and np.all(np.isfinite(run.beta))
+    assert np.all(np.diff(h["log_loss"]) <= 0)
+    # margins keep growing: the run did not stall when exp(-m) underflowed
+    late = h[h["log_loss"] < -2000]
+    assert len(late) > 3 and np.all(np.diff(late["min_margin"]) > 0)
+
+
+def test_logistic_far_past_underflow():
+    X, y = gaussian_dataset(8, 8, seed=2)
+    run = fastbias.fit(X, y, arch="diag", depth=2, loss="logistic", steps=300000, step_size=1.5)
+    assert run.log_loss < -1000
+    assert np.all(np.isfinite(run.history["log_loss"]))
+
+
+@pytest.mark.parametrize("arch,depth", [("conv", 3), ("fc", 3), ("diag", 2), ("linear", 1)])
+@pytest.mark.parametrize("step,step_size", [("fixed", 0.01), ("adaptive", 1.0)])
+def test_resume_is_bitwise_uninterrupted(arch, depth, step, step_size):
+    X, y = gaussian_dataset(10, 9, seed=7)
+    kw = dict(arch=arch, depth=depth, step=step, step_size=step_size, seed=4)
+    full = fastbias.fit(X, y, steps=3000, **kw)
+    part = fastbias.fit(X, y, steps=1234, **kw).resume(1000).resume(766)
+    assert part.steps_done == full.steps_done == 3000
+    assert np.array_equal(part.beta, full.beta)
+    hp, hf = part.history, full.history
+    common = np.intersect1d(hp["step"], hf["step"])
+    assert len(common) > 10
+    for col in ("log_loss", "min_margin", "beta_norm", "weight_norm"):
+        a = hp[col][np.isin(hp["step"], common)]
+        b = hf[col][np.isin(hf["step"], common)]
+        assert np.array_equal(a, b), col
+
+
+def test_same_seed_same_bits_and_seeds_differ():
+    X, y = gaussian_dataset(10, 9, seed=7)
+    a = fastbias.fit(X, y, arch="conv", depth=3, steps=500, seed=11)
+    b = fastbias.fit(X, y, arch="conv", depth=3, steps=500, seed=11)
+    c = fastbias.fit(X, y, arch="conv", depth=3, steps=500, seed=12)
+    assert np.array_equal(a.beta, b.beta)
+    assert not np.array_equal(a.beta, c.beta)
+
+
+@pytest.mark.parametrize("arch,depth", [("conv", 4), ("fc", 2), ("diag", 3)])
+def test_fit_many_equals_one_by_one_and_thread_count(arch, depth):
+    X, y = gaussian_dataset(10, 9, seed=7)
+    seeds = [0, 1, 2, 3, 4]
+    many1 = fastbias.fit_many(X, y, arch=arch, depth=depth, seeds=seeds, steps=2000, threads=1)
+    many2 = fastbias.fit_many(X, y, arch=arch, depth=depth, seeds=seeds, steps=2000, threads=2)
+    for s, r1, r2 in zip(seeds, many1, many2):
+        one = fastbias.fit(X, y, arch=arch, depth=depth, seed=s, steps=2000)
+        assert np.array_equal(r1.beta, one.beta)
+        assert np.array_equal(r2.beta, one.beta)
+        assert np.array_equal(r1.history["log_loss"], one.history["log_loss"])
+
+
+def test_fit_many_several_datasets():
+    Xs, ys = zip(*[gaussian_dataset(10, 9, seed=s) for s in range(3)])
+    runs = fastbias.fit_many(np.stack(Xs), np.stack(ys), arch="conv", depth=2, seeds=[0, 1], steps=500)
+    assert len(runs) == 6
+    for i, r in enumerate(runs):
+        one = fastbias.fit(Xs[i // 2], ys[i // 2], arch="conv", depth=2, seed=[0, 1][i % 2], steps=500)
+        assert np.array_equal(r.beta, one.beta)
+
+
+def test_history_columns_and_log_spacing():
+    X, y = gaussian_dataset(10, 9, seed=7)
+    ref = np.ones(9)
+    run = fastbias.fit(X, y, arch="conv", depth=2, steps=100000, references={"ones": ref})
+    h = run.history
+    for col in ("step", "log_loss", "min_margin", "normalized_margin", "beta_norm", "weight_norm",
+                "step_size", "cos_ones"):
+        assert col in h.dtype.names
+    assert h["step"][0] == 0 and h["step"][-1] == 100000
+    # about 20 records per decade over 5 decades
+    assert 90 <= len(h) <= 110
+    beta = run.beta
+    assert np.isclose(h["cos_ones"][-1], beta @ ref / np.linalg.norm(beta) / np.linalg.norm(ref))
+    assert np.isclose(h["beta_norm"][-1], np.linalg.norm(beta))
+    m = y * (X @ beta)
+    assert np.isclose(h["min_margin"][-1], m.min(), rtol=1e-9)
+    assert np.isclose(h["normalized_margin"][-1], m.min() / np.linalg.norm(beta), rtol=1e-9)
+
+
+def test_adaptive_does_not_blow_up_depth_ge_2():
+    """Constant-step normalized GD blows up for depth >= 2; the certified adaptive
+    step keeps ||beta|| growing slowly and the loss falling."""
+    X, y = gaussian_dataset(10, 9, seed=7)
+    run = fastbias.fit(X, y, arch="fc", depth=3, steps=50000)
+    h = run.history
+    assert np.all(np.isfinite(h["beta_norm"]))
+    assert np.all(np.diff(h["log_loss"]) <= 0)
+    assert h["beta_norm"][-1] < 1e3
+
+
+def test_fixed_step_divergence_shows_nonfinite():
+    X, y = gaussian_dataset(10, 9, seed=7)
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        run = fastbias.fit(X, y, arch="diag", depth=3, step="fixed", step_size=1e6, steps=100)
+    assert run.status == "nonfinite"
+
+
+# ----------------------------------------------------------------- inputs
+
+
+def test_nonseparable():
+    # beta_1 > 0, 0.5 beta_2 > beta_1 and beta_2 < 0 cannot all hold
+    X = np.array([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.0]])
+    y = np.ones(3)
+    with pytest.raises(ValueError, match="not linearly separable"):
+        fastbias.fit(X, y, arch="linear", steps=10)
+    with pytest.warns(RuntimeWarning, match="not linearly separable"):
+        fastbias.fit(X, y, arch="linear", loss="logistic", steps=10)
+    run = fastbias.fit(X, y, arch="linear", steps=10, allow_nonseparable=True)
+    assert run.steps_done == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(arch="cnn"), ValueError, "arch"),
+        (dict(arch=3), TypeError, "arch"),
+        (dict(arch="conv", depth=0), ValueError, "depth"),
+        (dict(arch="conv", depth=2.5), TypeError, "depth"),
+        (dict(arch="conv", steps=-1), ValueError, "steps"),
+        (dict(arch="conv", loss="hinge"), ValueError, "loss"),
+        (dict(arch="conv", step="constant"), ValueError, "step"),
+        (dict(arch="conv", step="fixed"), ValueError, "step_size"),
+        (dict(arch="conv", step="fixed", step_size=-1.0), ValueError, "step_size"),
+        (dict(arch="conv", step_size=2.5), ValueError, "step_size"),
+        (dict(arch="conv", step_size=float("nan")), ValueError, "step_size"),
+        (dict(arch="conv", init_scale=0.0), ValueError, "init_scale"),
+        (dict(arch="linear", depth=3), ValueError, "depth"),
+        (dict(arch="fc", depth=3, widths=[4]), ValueError, "widths"),
+        (dict(arch="fc", depth=2, widths=[0]), ValueError, "widths"),
+        (dict(arch="conv", widths=[3]), ValueError, "widths"),
+        (dict(arch="conv", record="sometimes"), ValueError, "record"),
+        (dict(arch="conv", references={"r": np.ones(3)}), ValueError, "references"),
+        (dict(arch="conv", init=np.ones((3, 3))), ValueError, "init"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, match):
+    X, y = gaussian_dataset(6, 5, seed=0)
+    kw = dict(steps=10)
+    kw.update(kwargs)
+    with pytest.raises(exc, match=match):
+        fastbias.fit(X, y, **kw)
+
+
+@pytest.mark.parametrize(
+    "X,y,exc,match",
+    [
+        (np.ones(5), np.ones(5), ValueError, "X"),
+        (np.ones((3, 2), dtype=int), np.ones(3), TypeError, "X"),
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), np.ones(2), ValueError, "X"),
+        (np.ones((0, 3)), np.ones(0), ValueError, "X"),
+        ("abc", np.ones(3), TypeError, "X"),
+        (np.eye(3), np.ones(4), ValueError, "y"),
+        (np.eye(3), np.array([1.0, 0.0, -1.0]), ValueError, r"\+1 and -1"),
+        (np.eye(3), np.ones((3, 1)), ValueError, "y"),
+        (np.eye(3), "yes", TypeError, "y"),
+    ],
+)
+def test_bad_data(X, y, exc, match):
+    with pytest.raises(exc, match=match):
+        fastbias.fit(X, y, arch="linear", steps=1)
+
+
+def test_fit_many_bad_inputs():
+    X, y = gaussian_dataset(6, 5, seed=0)
+    with pytest.raises(ValueError, match="seeds"):
+        fastbias.fit_many(X, y, arch="conv", seeds=[], steps=1)
+    with pytest.raises(ValueError, match="threads"):
+        fastbias.fit_many(X, y, arch="conv", seeds=[0], steps=1, threads=0)
+
+
+def test_import_fastbias_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, fastbias; fastbias.fit; print('cvxpy' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
