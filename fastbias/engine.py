@@ -129,7 +129,8 @@ class Problem:
         b = np.empty(self.Z.shape[1])
         L, K = self.depth, self.K
         if self.family == _gd.PROD:
-            _gd.prod_beta(theta, L, K, self.Ki, b)
+            Ki = self.Ki
+            _gd.prod_beta(theta[: L * K].reshape(L, K), theta[L * K:].reshape(L, Ki), b[:K], b[K:])
             if self.arch == "conv":
                 return np.fft.irfft(b[:K] + 1j * b[K:], self.D)
             return b

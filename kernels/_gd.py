@@ -33,7 +33,7 @@ import numpy as np
 
 from numba import prange
 
-from ._config import kernel, parallel_kernel
+from ._config import exact_kernel, inline_kernel, kernel, parallel_kernel
 from ._full import chain_row, vjp_row
 
 PROD = 0
@@ -60,14 +60,14 @@ ST_STATUS = 5
 N_STATS = 6
 
 
-@kernel
+@inline_kernel
 def _softplus(z):
     if z > 0.0:
         return z + np.log1p(np.exp(-z))
     return np.log1p(np.exp(z))
 
 
-@kernel
+@inline_kernel
 def _log_softplus(z):
     """log(log(1 + e^z)), accurate for all z (no exp of a large argument)."""
     if z > 30.0:
@@ -79,9 +79,44 @@ def _log_softplus(z):
 
 BLOCK = 16  # samples per block of the margin pass
 
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # 32 significant bits: n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
 
-@kernel
-def margin_pass(Z, b, loss, G):
+
+@exact_kernel
+def exp_block(d, e, nb, bits):
+    """``e[j] = exp(d[j])`` for ``d[j] <= 0``, and 0 where ``d[j] <= LOG_TINY``.
+
+    A branch-free exp (Cody-Waite reduction by ln 2, degree-13 Taylor polynomial on
+    |r| <= ln(2)/2, scaling by 2^n built in the exponent bits) that LLVM vectorizes
+    across the block: Numba has no vector exp without Intel SVML. Relative error
+    about 1e-16 (tested against numpy.exp). ``bits`` is an int64 work array."""
+    scale = bits.view(np.float64)
+    for j in range(nb):
+        x = max(d[j], -708.0)
+        n = np.floor(x * _LOG2E + 0.5)
+        r = (x - n * _LN2_HI) - n * _LN2_LO
+        p = 1.0 / 6227020800.0
+        p = p * r + 1.0 / 479001600.0
+        p = p * r + 1.0 / 39916800.0
+        p = p * r + 1.0 / 3628800.0
+        p = p * r + 1.0 / 362880.0
+        p = p * r + 1.0 / 40320.0
+        p = p * r + 1.0 / 5040.0
+        p = p * r + 1.0 / 720.0
+        p = p * r + 1.0 / 120.0
+        p = p * r + 1.0 / 24.0
+        p = p * r + 1.0 / 6.0
+        p = p * r + 0.5
+        p = p * r + 1.0
+        p = p * r + 1.0
+        bits[j] = (np.int64(n) + 1023) << 52
+        e[j] = p * scale[j] if d[j] > LOG_TINY else 0.0
+
+
+@inline_kernel
+def margin_pass(Z, b, loss, G, work, bits):
     """One pass over the data: ``log L``, ``Ma`` and ``G = sum_n exp(a_n - Ma) Z_n``.
 
     Samples go in blocks: the block's margins (contiguous dot products), one
@@ -97,9 +132,9 @@ def margin_pass(Z, b, loss, G):
     Ml = -np.inf
     sl = 0.0
     mmin = np.inf
-    m = np.empty(BLOCK)
-    av = np.empty(BLOCK)
-    e = np.empty(BLOCK)
+    m = work[0]
+    av = work[1]
+    e = work[2]
     for n0 in range(0, N, BLOCK):
         nb = min(BLOCK, N - n0)
         for j in range(nb):
@@ -135,8 +170,8 @@ def margin_pass(Z, b, loss, G):
                     G[k] = 0.0
             Ma = bmax
         for j in range(nb):
-            d = av[j] - Ma
-            e[j] = np.exp(d) if d > LOG_TINY else 0.0
+            m[j] = av[j] - Ma
+        exp_block(m, e, nb, bits)
         for j in range(nb):
             ej = e[j]
             sa += ej
@@ -174,7 +209,7 @@ def _smoothness_loops(a, X2, Xh):
     return X2 * g + Xh * hmax, np.sqrt(X2 * g)
 
 
-@kernel
+@inline_kernel
 def smoothness(a, X2, Xh):
     """Certified bound ``S`` with ``||hess L(w)|| <= L(w) S`` and the bound ``Gm`` with
     ``||grad m_n(w)|| <= Gm``, from the layer magnitudes ``a`` (README, "Certified
@@ -204,102 +239,97 @@ def smoothness(a, X2, Xh):
 # ------------------------------------------------------------------ PROD family
 
 
-@kernel
-def prod_beta(theta, L, K, Ki, b):
-    """b = prod_l W_l (real, or split complex when Ki == K)."""
+@inline_kernel
+def prod_beta(Wr, Wi, br, bi):
+    """(br, bi) = prod_l W_l: real (``Wi`` has no columns) or split complex.
+
+    Hot loops take 2-D arrays made once, outside the loop, and index them with
+    ``range`` indices: views made inside the loop cost reference-count updates,
+    and flat computed indices cannot be proven non-negative (Numba's wraparound
+    check then blocks vectorization)."""
+    L, K = Wr.shape
+    Ki = Wi.shape[1]
     for k in range(K):
-        b[k] = theta[k]
+        br[k] = Wr[0, k]
     if Ki == 0:
         for l in range(1, L):
-            o = l * K
             for k in range(K):
-                b[k] *= theta[o + k]
+                br[k] *= Wr[l, k]
     else:
-        oi = L * K
         for k in range(K):
-            b[K + k] = theta[oi + k]
+            bi[k] = Wi[0, k]
         for l in range(1, L):
-            o = l * K
             for k in range(K):
-                wr = theta[o + k]
-                wi = theta[oi + o + k]
-                br = b[k]
-                bi = b[K + k]
-                b[k] = br * wr - bi * wi
-                b[K + k] = br * wi + bi * wr
+                x = br[k] * Wr[l, k] - bi[k] * Wi[l, k]
+                bi[k] = br[k] * Wi[l, k] + bi[k] * Wr[l, k]
+                br[k] = x
 
 
-@kernel
-def prod_direction(theta, L, K, Ki, Gs, pw, U, a, um, C, pre):
-    """The ascent direction ``U_l = Gs conj(prod_{j != l} W_j)`` (``Gs = G / pw``),
-    with the layer magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|``;
-    returns ``||U||^2`` in the time domain (Parseval weights ``pw``).
+@inline_kernel
+def _max(v, n):
+    """max(v[:n]) (NaN entries are skipped: a NaN weight shows up in the loss)."""
+    mx = v[0]
+    for k in range(1, n):
+        if v[k] > mx:
+            mx = v[k]
+    return mx
 
-    ``C`` (L * (K + Ki)) and ``pre`` (K + Ki) are work buffers."""
-    oi = L * K
-    ci = L * K  # imaginary parts of C at C[ci + l*K + k]
+
+@inline_kernel
+def prod_direction(Wr, Wi, Gr, Gi, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su):
+    """The ascent direction ``U_l = Gs conj(prod_{j != l} W_j)`` (``Gs = G / pw``,
+    given as ``Gr``, ``Gi``), with the layer magnitudes ``a_l = max_k |W_l[k]|``,
+    ``um_l = max_k |U_l[k]|``; returns ``||U||^2`` in the time domain (Parseval
+    weights ``pw``). ``Cr, Ci`` (L, K), ``pr, pi, sw, su`` (K) are work arrays."""
+    L, K = Wr.shape
+    Ki = Wi.shape[1]
     u2 = 0.0
     # suffix products prod_{j > l} W_j into C
     for k in range(K):
-        C[(L - 1) * K + k] = 1.0
-        pre[k] = 1.0
+        Cr[L - 1, k] = 1.0
+        pr[k] = 1.0
     if Ki == 0:
         for l in range(L - 2, -1, -1):
-            o = l * K
             for k in range(K):
-                C[o + k] = C[o + K + k] * theta[o + K + k]
+                Cr[l, k] = Cr[l + 1, k] * Wr[l + 1, k]
         for l in range(L):
-            o = l * K
-            amax = 0.0
-            umax = 0.0
             for k in range(K):
-                w = theta[o + k]
-                u = Gs[k] * C[o + k] * pre[k]
-                U[o + k] = u
-                pre[k] *= w
-                amax = max(amax, w * w)
-                umax = max(umax, u * u)
-                u2 += pw[k] * u * u
-            a[l] = np.sqrt(amax)
-            um[l] = np.sqrt(umax)
-    else:
+                uk = Gr[k] * Cr[l, k] * pr[k]
+                Ur[l, k] = uk
+                pr[k] *= Wr[l, k]
+                sw[k] = Wr[l, k] * Wr[l, k]
+                su[k] = uk * uk
+                u2 += pw[k] * (uk * uk)
+            a[l] = np.sqrt(_max(sw, K))
+            um[l] = np.sqrt(_max(su, K))
+        return u2
+    for k in range(K):
+        Ci[L - 1, k] = 0.0
+        pi[k] = 0.0
+    for l in range(L - 2, -1, -1):
         for k in range(K):
-            C[ci + (L - 1) * K + k] = 0.0
-            pre[K + k] = 0.0
-        for l in range(L - 2, -1, -1):
-            o = l * K
-            for k in range(K):
-                wr = theta[o + K + k]
-                wi = theta[oi + o + K + k]
-                cr = C[o + K + k]
-                cc = C[ci + o + K + k]
-                C[o + k] = cr * wr - cc * wi
-                C[ci + o + k] = cr * wi + cc * wr
-        for l in range(L):
-            o = l * K
-            amax = 0.0
-            umax = 0.0
-            for k in range(K):
-                pr = pre[k]
-                pi = pre[K + k]
-                cr = C[o + k] * pr - C[ci + o + k] * pi
-                cc = C[o + k] * pi + C[ci + o + k] * pr
-                gr = Gs[k]
-                gi = Gs[K + k]
-                ur = gr * cr + gi * cc
-                ui = gi * cr - gr * cc
-                U[o + k] = ur
-                U[oi + o + k] = ui
-                wr = theta[o + k]
-                wi = theta[oi + o + k]
-                pre[k] = pr * wr - pi * wi
-                pre[K + k] = pr * wi + pi * wr
-                uu = ur * ur + ui * ui
-                amax = max(amax, wr * wr + wi * wi)
-                umax = max(umax, uu)
-                u2 += pw[k] * uu
-            a[l] = np.sqrt(amax)
-            um[l] = np.sqrt(umax)
+            Cr[l, k] = Cr[l + 1, k] * Wr[l + 1, k] - Ci[l + 1, k] * Wi[l + 1, k]
+            Ci[l, k] = Cr[l + 1, k] * Wi[l + 1, k] + Ci[l + 1, k] * Wr[l + 1, k]
+    for l in range(L):
+        for k in range(K):
+            p_r = pr[k]
+            p_i = pi[k]
+            cr = Cr[l, k] * p_r - Ci[l, k] * p_i
+            cc = Cr[l, k] * p_i + Ci[l, k] * p_r
+            ur = Gr[k] * cr + Gi[k] * cc
+            ui = Gi[k] * cr - Gr[k] * cc
+            Ur[l, k] = ur
+            Ui[l, k] = ui
+            wr = Wr[l, k]
+            wi = Wi[l, k]
+            pr[k] = p_r * wr - p_i * wi
+            pi[k] = p_r * wi + p_i * wr
+            uu = ur * ur + ui * ui
+            sw[k] = wr * wr + wi * wi
+            su[k] = uu
+            u2 += pw[k] * uu
+        a[l] = np.sqrt(_max(sw, K))
+        um[l] = np.sqrt(_max(su, K))
     return u2
 
 
@@ -321,7 +351,7 @@ def prod_sqnorm(v, L, K, Ki, pw):
 # ------------------------------------------------------------------ FULL family
 
 
-@kernel
+@inline_kernel
 def full_norms(theta, U, widths, offsets, a, um):
     """Frobenius norms of the layers of ``theta`` and ``U`` (upper bounds of their
     spectral norms); returns ``||U||^2``."""
@@ -343,39 +373,56 @@ def full_norms(theta, U, widths, offsets, a, um):
 
 
 @kernel
-def _beta_repr(family, theta, L, K, Ki, widths, offsets, roff, rs, b):
-    if family == PROD:
-        prod_beta(theta, L, K, Ki, b)
-    else:
-        chain_row(theta, widths, offsets, roff, rs, b)
-
-
-@kernel
 def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
     """Run ``steps`` iterations of GD from ``theta`` (updated in place).
 
     ``step`` is eta (fixed) or c (adaptive). ``stats`` (length N_STATS) receives
     log L, min margin, log eta of the last step, halvings (added to), steps done
     in this call, status. Every iteration depends on ``theta`` alone, so any
-    split of a run into calls gives the same bits."""
+    split of a run into calls gives the same bits.
+
+    All work arrays and their views are made here, once: nothing inside the loop
+    allocates or creates views."""
     P = theta.shape[0]
     Pb = Z.shape[1]
+    prod = family == PROD
     b = np.empty(Pb)
     G = np.empty(Pb)
     Gn = np.empty(Pb)
-    Gs = np.empty(Pb)
+    Gs = np.zeros(max(K + Ki, 1))
     U = np.empty(P)
     cur = theta.copy()
     tn = np.empty(P)
     a = np.empty(L)
     um = np.empty(L)
     ab = np.empty(L)
-    C = np.empty(L * (K + Ki))
-    pre = np.empty(K + Ki)
+    work = np.empty((3, BLOCK))
+    bits = np.empty(BLOCK, np.int64)
+    # PROD views (harmless, unused shapes for FULL where K = 1, Ki = 0)
+    nk = L * K if prod else 0
+    kk = K if prod else 0
+    ki = Ki if prod else 0
+    cWr = cur[:nk].reshape((L, kk))
+    cWi = cur[nk:nk + L * ki].reshape((L, ki))
+    tWr = tn[:nk].reshape((L, kk))
+    tWi = tn[nk:nk + L * ki].reshape((L, ki))
+    Ur = U[:nk].reshape((L, kk))
+    Ui = U[nk:nk + L * ki].reshape((L, ki))
+    br = b[:kk]
+    bi = b[kk:kk + ki]
+    Gsr = Gs[:kk]
+    Gsi = Gs[kk:kk + ki]
+    Cr = np.empty((L, kk))
+    Ci = np.empty((L, kk))
+    pr = np.empty(kk)
+    pi = np.empty(kk)
+    sw = np.empty(kk)
+    su = np.empty(kk)
     ipw = 1.0 / pw
+    # FULL buffers
     roff = np.zeros(L + 2, np.int64)
     wmax = 1
-    if family == FULL:
+    if not prod:
         for l in range(1, L + 1):
             roff[l + 1] = roff[l] + widths[l]
         for l in range(widths.shape[0]):
@@ -384,8 +431,11 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
     av = np.empty(wmax)
     tv = np.empty(wmax)
 
-    _beta_repr(family, cur, L, K, Ki, widths, offsets, roff, rs, b)
-    logL, Ma, mmin, sa = margin_pass(Z, b, loss, G)
+    if prod:
+        prod_beta(cWr, cWi, br, bi)
+    else:
+        chain_row(cur, widths, offsets, roff, rs, b)
+    logL, Ma, mmin, sa = margin_pass(Z, b, loss, G, work, bits)
     log_eta = stats[ST_LOG_ETA]
     halvings = 0
     status = RUNNING
@@ -394,14 +444,14 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
         status = NONFINITE
     while done < steps and status == RUNNING:
         # the gradient is -exp(Ma) * U: U = VJP(G) is the ascent direction of the margins
-        if family == PROD:
-            for k in range(K):
-                Gs[k] = G[k] * ipw[k]
-            for k in range(Ki):
-                Gs[K + k] = G[K + k] * ipw[k]
-            u2 = prod_direction(cur, L, K, Ki, Gs, pw, U, a, um, C, pre)
+        if prod:
+            for k in range(kk):
+                Gsr[k] = G[k] * ipw[k]
+            for k in range(ki):
+                Gsi[k] = G[kk + k] * ipw[k]
+            u2 = prod_direction(cWr, cWi, Gsr, Gsi, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su)
         else:
-            # rs holds the partial products of cur from the last _beta_repr
+            # rs holds the partial products of cur from the last chain_row
             vjp_row(cur, G, widths, offsets, roff, rs, av, tv, U)
             u2 = full_norms(cur, U, widths, offsets, a, um)
         if adaptive:
@@ -419,22 +469,25 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
         tries = 0
         while not accepted:
             if adaptive:
-                # certify on the segment: eta * L_seg * S_seg < 2, with
-                # L_seg <= L exp(Gm_seg |dw|), i.e. (mult S / ratio / step) c (S_seg/S) exp(.) < 2
+                # certify on the segment: eta L(w) S(a + |dW|) exp(Gm |dw|) < 2, where
+                # eta L(w) = mult / ratio and exp(x) <= 1 / (1 - x) for x < 1
                 while True:
                     for l in range(L):
                         ab[l] = a[l] + mult * um[l]
                     Sb, Gb = smoothness(ab, X2, Xh)
                     x = Gb * mult * np.sqrt(u2)
-                    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)  # >= exp(x)
+                    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
                     if mult / ratio * Sb * grow < 1.999:
                         break
                     mult *= 0.5
                     halvings += 1
             for i in range(P):
                 tn[i] = cur[i] + mult * U[i]
-            _beta_repr(family, tn, L, K, Ki, widths, offsets, roff, rs, b)
-            logLn, Man, mminn, san = margin_pass(Z, b, loss, Gn)
+            if prod:
+                prod_beta(tWr, tWi, br, bi)
+            else:
+                chain_row(tn, widths, offsets, roff, rs, b)
+            logLn, Man, mminn, san = margin_pass(Z, b, loss, Gn, work, bits)
             if adaptive and not logLn <= logL:
                 tries += 1
                 halvings += 1
@@ -446,9 +499,12 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
             accepted = True
         if not accepted:
             break
-        log_eta = (np.log(mult) if mult > 0.0 else -np.inf) - Ma if done == steps - 1 else np.nan
-        cur, tn = tn, cur
-        G, Gn = Gn, G
+        if done == steps - 1:
+            log_eta = (np.log(mult) if mult > 0.0 else -np.inf) - Ma
+        for i in range(P):
+            cur[i] = tn[i]
+        for i in range(Pb):
+            G[i] = Gn[i]
         logL = logLn
         Ma = Man
         mmin = mminn
