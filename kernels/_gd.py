@@ -84,15 +84,17 @@ _LN2_HI = 6.93147180369123816490e-01  # 32 significant bits: n * _LN2_HI is exac
 _LN2_LO = 1.90821492927058770002e-10
 
 
+_POW2 = 2.0 ** np.arange(-1022, 1)  # 2^n for the n of exp_block (all normal numbers)
+
+
 @exact_kernel
-def exp_block(d, e, nb, bits):
+def exp_block(d, e, nb):
     """``e[j] = exp(d[j])`` for ``d[j] <= 0``, and 0 where ``d[j] <= LOG_TINY``.
 
     A branch-free exp (Cody-Waite reduction by ln 2, degree-13 Taylor polynomial on
-    |r| <= ln(2)/2, scaling by 2^n built in the exponent bits) that LLVM vectorizes
-    across the block: Numba has no vector exp without Intel SVML. Relative error
-    about 1e-16 (tested against numpy.exp). ``bits`` is an int64 work array."""
-    scale = bits.view(np.float64)
+    |r| <= ln(2)/2, scaling by 2^n from a table) that LLVM vectorizes across the
+    block: Numba has no vector exp without Intel SVML. Relative error about
+    1e-16 (tested against numpy.exp)."""
     for j in range(nb):
         x = max(d[j], -708.0)
         n = np.floor(x * _LOG2E + 0.5)
@@ -111,12 +113,11 @@ def exp_block(d, e, nb, bits):
         p = p * r + 0.5
         p = p * r + 1.0
         p = p * r + 1.0
-        bits[j] = (np.int64(n) + 1023) << 52
-        e[j] = p * scale[j] if d[j] > LOG_TINY else 0.0
+        e[j] = p * _POW2[np.int64(n) + 1022] if d[j] > LOG_TINY else 0.0
 
 
 @inline_kernel
-def margin_pass(Z, b, loss, G, work, bits):
+def margin_pass(Z, b, loss, G, m, av, e):
     """One pass over the data: ``log L``, ``Ma`` and ``G = sum_n exp(a_n - Ma) Z_n``.
 
     Samples go in blocks: the block's margins (contiguous dot products), one
@@ -132,9 +133,6 @@ def margin_pass(Z, b, loss, G, work, bits):
     Ml = -np.inf
     sl = 0.0
     mmin = np.inf
-    m = work[0]
-    av = work[1]
-    e = work[2]
     for n0 in range(0, N, BLOCK):
         nb = min(BLOCK, N - n0)
         for j in range(nb):
@@ -171,7 +169,7 @@ def margin_pass(Z, b, loss, G, work, bits):
             Ma = bmax
         for j in range(nb):
             m[j] = av[j] - Ma
-        exp_block(m, e, nb, bits)
+        exp_block(m, e, nb)
         for j in range(nb):
             ej = e[j]
             sa += ej
@@ -396,8 +394,9 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
     a = np.empty(L)
     um = np.empty(L)
     ab = np.empty(L)
-    work = np.empty((3, BLOCK))
-    bits = np.empty(BLOCK, np.int64)
+    wm = np.empty(BLOCK)
+    wa = np.empty(BLOCK)
+    we = np.empty(BLOCK)
     # PROD views (harmless, unused shapes for FULL where K = 1, Ki = 0)
     nk = L * K if prod else 0
     kk = K if prod else 0
@@ -435,7 +434,7 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
         prod_beta(cWr, cWi, br, bi)
     else:
         chain_row(cur, widths, offsets, roff, rs, b)
-    logL, Ma, mmin, sa = margin_pass(Z, b, loss, G, work, bits)
+    logL, Ma, mmin, sa = margin_pass(Z, b, loss, G, wm, wa, we)
     log_eta = stats[ST_LOG_ETA]
     halvings = 0
     status = RUNNING
@@ -487,7 +486,7 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
                 prod_beta(tWr, tWi, br, bi)
             else:
                 chain_row(tn, widths, offsets, roff, rs, b)
-            logLn, Man, mminn, san = margin_pass(Z, b, loss, Gn, work, bits)
+            logLn, Man, mminn, san = margin_pass(Z, b, loss, Gn, wm, wa, we)
             if adaptive and not logLn <= logL:
                 tries += 1
                 halvings += 1

@@ -256,3 +256,16 @@ def test_import_fastbias_is_light():
     code = "import sys, fastbias; fastbias.fit; print('cvxpy' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_vectorizable_exp_matches_numpy():
+    from fastbias.kernels._gd import LOG_TINY, exp_block
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.random(20000) * 708, -rng.random(1000) * 1e-6, [0.0, LOG_TINY + 1e-9, LOG_TINY - 1e-9, -1e300]])
+    e = np.empty_like(x)
+    exp_block(x, e, len(x))
+    keep = x > LOG_TINY
+    ref = np.exp(x[keep])
+    assert np.max(np.abs(e[keep] - ref) / ref) < 1e-15
+    assert np.all(e[~keep] == 0.0)
