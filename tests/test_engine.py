@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastbias
-import naive_gd
+import naive
 from fastbias.data import gaussian_dataset
 
 CASES = [("conv", 3, 8), ("conv", 2, 7), ("diag", 3, 6), ("fc", 3, 5), ("linear", 1, 5), ("conv", 1, 6)]
@@ -40,7 +40,7 @@ def test_iterates_equal_reference(arch, depth, D, loss, step, step_size):
     init = _init(arch, depth, D, seed=1)
     widths = [4] * (depth - 1) if arch == "fc" else None
     steps = 1000 if arch in ("conv", "diag") else 300
-    betas, w_ref = naive_gd.gd(X, y, "fc" if arch == "linear" else arch, _ref_init(arch, init),
+    betas, w_ref = naive.gd(X, y, "fc" if arch == "linear" else arch, _ref_init(arch, init),
                                steps=steps, loss=loss, step=step, step_size=step_size)
     run = fastbias.fit(X, y, arch=arch, depth=depth, widths=widths, loss=loss, steps=steps, step=step,
                        step_size=step_size, init=init, record=100)
