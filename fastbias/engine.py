@@ -24,6 +24,7 @@ STATUS = {
     _gd.STATIONARY: "stationary",
 }
 RECORDS_PER_DECADE = 20
+GROUP = 8  # runs per lockstep group in fit_many (one pass over the data serves the group)
 
 HISTORY_COLUMNS = (
     "step", "log_loss", "min_margin", "normalized_margin", "beta_norm",
@@ -130,7 +131,8 @@ class Problem:
         L, K = self.depth, self.K
         if self.family == _gd.PROD:
             Ki = self.Ki
-            _gd.prod_beta(theta[: L * K].reshape(L, K), theta[L * K:].reshape(L, Ki), b[:K], b[K:])
+            b2 = b.reshape(1, -1)
+            _gd.prod_beta(theta[: L * K].reshape(1, L, K), theta[L * K:].reshape(1, L, Ki), 0, b2)
             if self.arch == "conv":
                 return np.fft.irfft(b[:K] + 1j * b[K:], self.D)
             return b
@@ -281,16 +283,25 @@ def _advance(runs, n, threads):
     for i, r in enumerate(runs):
         # finished runs (stuck, stationary, diverged) are left alone by the kernel
         stats[i, _gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
+    # lockstep groups of at most GROUP runs on one dataset (fixed sizes: results do
+    # not depend on the thread count); runs arrive grouped by dataset
     datasets = []
-    idx = np.empty(R, dtype=np.int64)
-    for i, r in enumerate(runs):
-        for j, q in enumerate(datasets):
-            if q is r._problem:
-                idx[i] = j
-                break
-        else:
-            idx[i] = len(datasets)
+    for r in runs:
+        if not datasets or datasets[-1] is not r._problem:
             datasets.append(r._problem)
+    starts, data = [0], []
+    i = 0
+    for j, q in enumerate(datasets):
+        size = 0
+        while i < R and runs[i]._problem is q:
+            i += 1
+            size += 1
+            if size == GROUP or i == R or runs[i]._problem is not q:
+                starts.append(i)
+                data.append(j)
+                size = 0
+    group_start = np.array(starts, dtype=np.int64)
+    group_data = np.array(data, dtype=np.int64)
     Zs = np.stack([q.Z for q in datasets])
     X2s = np.array([q.X2 for q in datasets])
     Xhs = np.array([q.Xh for q in datasets])
@@ -301,7 +312,7 @@ def _advance(runs, n, threads):
     if threads is not None:
         numba.set_num_threads(threads)
     try:
-        _gd.gd_batch(thetas, *p.loop_args(), Zs, idx, p.pw, X2s, Xhs, loss, adaptive, step, n, stats)
+        _gd.gd_batch(thetas, *p.loop_args(), Zs, group_start, group_data, p.pw, X2s, Xhs, loss, adaptive, step, n, stats)
     finally:
         if threads is not None:
             numba.set_num_threads(old)

@@ -116,71 +116,110 @@ def exp_block(d, e, nb):
         e[j] = p * _POW2[np.int64(n) + 1022] if d[j] > LOG_TINY else 0.0
 
 
-@inline_kernel
-def margin_pass(Z, b, loss, G, m, av, e):
-    """One pass over the data: ``log L``, ``Ma`` and ``G = sum_n exp(a_n - Ma) Z_n``.
+# online-softmax state of one run during a pass (columns of the ``ps`` array)
+PS_MA = 0  # running max of the log-weights a_n
+PS_SA = 1  # sum of exp(a_n - Ma)
+PS_ML = 2  # running max of log l_n (logistic)
+PS_SL = 3  # sum of exp(log l_n - Ml)
+PS_MMIN = 4  # min margin
+N_PS = 5
 
-    Samples go in blocks: the block's margins (contiguous dot products), one
-    running-max update (online softmax: G and the sum are rescaled only when
-    the max grows), independent exponentials, then the block's rows are added to
-    G while they are still in cache. Returns ``(log L, Ma, min margin, sa)`` with
-    ``sa = sum_n exp(a_n - Ma)``."""
-    N, P = Z.shape
-    for k in range(P):
-        G[k] = 0.0
-    Ma = -np.inf
-    sa = 0.0
-    Ml = -np.inf
-    sl = 0.0
-    mmin = np.inf
-    for n0 in range(0, N, BLOCK):
-        nb = min(BLOCK, N - n0)
-        for j in range(nb):
-            s = 0.0
+
+@inline_kernel
+def pass_start(r, ps, G):
+    ps[r, PS_MA] = -np.inf
+    ps[r, PS_SA] = 0.0
+    ps[r, PS_ML] = -np.inf
+    ps[r, PS_SL] = 0.0
+    ps[r, PS_MMIN] = np.inf
+    for k in range(G.shape[1]):
+        G[r, k] = 0.0
+
+
+@inline_kernel
+def pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e):
+    """Samples ``n0 .. n0+nb-1`` of the one pass over the data for run ``r``: their
+    margins ``m_n = <Z_n, b_r>`` (contiguous dot products), one running-max update
+    of the online softmax (``G_r`` and the sum are rescaled only when the max
+    grows), independent exponentials, then the rows are added to
+    ``G_r = sum_n exp(a_n - Ma) Z_n`` while they are still in cache.
+    ``m, av, e`` (BLOCK) are work buffers."""
+    P = Z.shape[1]
+    for j in range(nb):
+        s = 0.0
+        for k in range(P):
+            s += Z[n0 + j, k] * b[r, k]
+        m[j] = s
+    Ma = ps[r, PS_MA]
+    sa = ps[r, PS_SA]
+    Ml = ps[r, PS_ML]
+    sl = ps[r, PS_SL]
+    mmin = ps[r, PS_MMIN]
+    bmax = -np.inf
+    for j in range(nb):
+        if m[j] < mmin:
+            mmin = m[j]
+        if loss == EXP_LOSS:
+            av[j] = -m[j]
+        else:
+            av[j] = -_softplus(m[j])
+            la = _log_softplus(-m[j])
+            if la > Ml:
+                sl = sl * np.exp(Ml - la) + 1.0 if Ml - la > LOG_TINY else 1.0
+                Ml = la
+            elif la - Ml > LOG_TINY:
+                sl += np.exp(la - Ml)
+        if av[j] > bmax:
+            bmax = av[j]
+    if bmax > Ma:
+        if Ma - bmax > LOG_TINY:
+            rs = np.exp(Ma - bmax)
+            sa *= rs
             for k in range(P):
-                s += Z[n0 + j, k] * b[k]
-            m[j] = s
-        bmax = -np.inf
-        for j in range(nb):
-            if m[j] < mmin:
-                mmin = m[j]
-            if loss == EXP_LOSS:
-                av[j] = -m[j]
-            else:
-                av[j] = -_softplus(m[j])
-                la = _log_softplus(-m[j])
-                if la > Ml:
-                    sl = sl * np.exp(Ml - la) + 1.0 if Ml - la > LOG_TINY else 1.0
-                    Ml = la
-                elif la - Ml > LOG_TINY:
-                    sl += np.exp(la - Ml)
-            if av[j] > bmax:
-                bmax = av[j]
-        if bmax > Ma:
-            if Ma - bmax > LOG_TINY:
-                r = np.exp(Ma - bmax)
-                sa *= r
-                for k in range(P):
-                    G[k] *= r
-            else:
-                sa = 0.0
-                for k in range(P):
-                    G[k] = 0.0
-            Ma = bmax
-        for j in range(nb):
-            m[j] = av[j] - Ma
-        exp_block(m, e, nb)
-        for j in range(nb):
-            ej = e[j]
-            sa += ej
-            if ej != 0.0:
-                for k in range(P):
-                    G[k] += ej * Z[n0 + j, k]
+                G[r, k] *= rs
+        else:
+            sa = 0.0
+            for k in range(P):
+                G[r, k] = 0.0
+        Ma = bmax
+    for j in range(nb):
+        m[j] = av[j] - Ma
+    exp_block(m, e, nb)
+    for j in range(nb):
+        ej = e[j]
+        sa += ej
+        if ej != 0.0:
+            for k in range(P):
+                G[r, k] += ej * Z[n0 + j, k]
+    ps[r, PS_MA] = Ma
+    ps[r, PS_SA] = sa
+    ps[r, PS_ML] = Ml
+    ps[r, PS_SL] = sl
+    ps[r, PS_MMIN] = mmin
+
+
+@inline_kernel
+def pass_log_loss(r, loss, ps):
+    """log L of run r after its pass: ``logsumexp(-m)`` or ``logsumexp(log softplus(-m))``."""
     if loss == EXP_LOSS:
-        logL = Ma + np.log(sa)
-    else:
-        logL = Ml + np.log(sl)
-    return logL, Ma, mmin, sa
+        return ps[r, PS_MA] + np.log(ps[r, PS_SA])
+    return ps[r, PS_ML] + np.log(ps[r, PS_SL])
+
+
+@kernel
+def margin_pass(Z, b, loss, G):
+    """The pass over the data for the single predictor representation ``b``:
+    returns ``(log L, Ma, min margin)`` and fills ``G`` (for tests and tools)."""
+    b2 = b.reshape((1, b.shape[0]))
+    G2 = G.reshape((1, G.shape[0]))
+    ps = np.empty((1, N_PS))
+    m = np.empty(BLOCK)
+    av = np.empty(BLOCK)
+    e = np.empty(BLOCK)
+    pass_start(0, ps, G2)
+    for n0 in range(0, Z.shape[0], BLOCK):
+        pass_block(Z, n0, min(BLOCK, Z.shape[0] - n0), b2, 0, loss, G2, ps, m, av, e)
+    return pass_log_loss(0, loss, ps), ps[0, PS_MA], ps[0, PS_MMIN]
 
 
 @kernel
@@ -238,29 +277,32 @@ def smoothness(a, X2, Xh):
 
 
 @inline_kernel
-def prod_beta(Wr, Wi, br, bi):
-    """(br, bi) = prod_l W_l: real (``Wi`` has no columns) or split complex.
+def prod_beta(Wr, Wi, r, b):
+    """``b_r = prod_l W_l`` of run ``r``: real (``Wi`` has no columns) or split
+    complex (``b_r = [Re, Im]``).
 
-    Hot loops take 2-D arrays made once, outside the loop, and index them with
-    ``range`` indices: views made inside the loop cost reference-count updates,
-    and flat computed indices cannot be proven non-negative (Numba's wraparound
-    check then blocks vectorization)."""
-    L, K = Wr.shape
-    Ki = Wi.shape[1]
+    Hot loops index whole arrays made once, outside the loop, with ``range``
+    indices: views made inside the loop cost reference-count updates, and flat
+    computed indices cannot be proven non-negative (Numba's wraparound check
+    then blocks vectorization)."""
+    L = Wr.shape[1]
+    K = Wr.shape[2]
+    Ki = Wi.shape[2]
     for k in range(K):
-        br[k] = Wr[0, k]
+        b[r, k] = Wr[r, 0, k]
     if Ki == 0:
         for l in range(1, L):
             for k in range(K):
-                br[k] *= Wr[l, k]
+                b[r, k] *= Wr[r, l, k]
     else:
         for k in range(K):
-            bi[k] = Wi[0, k]
+            b[r, K + k] = Wi[r, 0, k]
         for l in range(1, L):
             for k in range(K):
-                x = br[k] * Wr[l, k] - bi[k] * Wi[l, k]
-                bi[k] = br[k] * Wi[l, k] + bi[k] * Wr[l, k]
-                br[k] = x
+                br = b[r, k]
+                bi = b[r, K + k]
+                b[r, k] = br * Wr[r, l, k] - bi * Wi[r, l, k]
+                b[r, K + k] = br * Wi[r, l, k] + bi * Wr[r, l, k]
 
 
 @inline_kernel
@@ -274,13 +316,15 @@ def _max(v, n):
 
 
 @inline_kernel
-def prod_direction(Wr, Wi, Gr, Gi, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su):
-    """The ascent direction ``U_l = Gs conj(prod_{j != l} W_j)`` (``Gs = G / pw``,
-    given as ``Gr``, ``Gi``), with the layer magnitudes ``a_l = max_k |W_l[k]|``,
-    ``um_l = max_k |U_l[k]|``; returns ``||U||^2`` in the time domain (Parseval
-    weights ``pw``). ``Cr, Ci`` (L, K), ``pr, pi, sw, su`` (K) are work arrays."""
-    L, K = Wr.shape
-    Ki = Wi.shape[1]
+def prod_direction(Wr, Wi, r, Gs, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su):
+    """The ascent direction of run ``r``, ``U_l = Gs conj(prod_{j != l} W_j)``
+    (``Gs = G / pw`` as ``[Re, Im]``), with the layer magnitudes
+    ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|``; returns ``||U||^2`` in the
+    time domain (Parseval weights ``pw``). ``Cr, Ci`` (L, K), ``pr, pi, sw, su``
+    (K) are work arrays."""
+    L = Wr.shape[1]
+    K = Wr.shape[2]
+    Ki = Wi.shape[2]
     u2 = 0.0
     # suffix products prod_{j > l} W_j into C
     for k in range(K):
@@ -289,45 +333,47 @@ def prod_direction(Wr, Wi, Gr, Gi, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su):
     if Ki == 0:
         for l in range(L - 2, -1, -1):
             for k in range(K):
-                Cr[l, k] = Cr[l + 1, k] * Wr[l + 1, k]
+                Cr[l, k] = Cr[l + 1, k] * Wr[r, l + 1, k]
         for l in range(L):
             for k in range(K):
-                uk = Gr[k] * Cr[l, k] * pr[k]
-                Ur[l, k] = uk
-                pr[k] *= Wr[l, k]
-                sw[k] = Wr[l, k] * Wr[l, k]
+                uk = Gs[r, k] * Cr[l, k] * pr[k]
+                Ur[r, l, k] = uk
+                pr[k] *= Wr[r, l, k]
+                sw[k] = Wr[r, l, k] * Wr[r, l, k]
                 su[k] = uk * uk
                 u2 += pw[k] * (uk * uk)
-            a[l] = np.sqrt(_max(sw, K))
-            um[l] = np.sqrt(_max(su, K))
+            a[r, l] = np.sqrt(_max(sw, K))
+            um[r, l] = np.sqrt(_max(su, K))
         return u2
     for k in range(K):
         Ci[L - 1, k] = 0.0
         pi[k] = 0.0
     for l in range(L - 2, -1, -1):
         for k in range(K):
-            Cr[l, k] = Cr[l + 1, k] * Wr[l + 1, k] - Ci[l + 1, k] * Wi[l + 1, k]
-            Ci[l, k] = Cr[l + 1, k] * Wi[l + 1, k] + Ci[l + 1, k] * Wr[l + 1, k]
+            Cr[l, k] = Cr[l + 1, k] * Wr[r, l + 1, k] - Ci[l + 1, k] * Wi[r, l + 1, k]
+            Ci[l, k] = Cr[l + 1, k] * Wi[r, l + 1, k] + Ci[l + 1, k] * Wr[r, l + 1, k]
     for l in range(L):
         for k in range(K):
             p_r = pr[k]
             p_i = pi[k]
             cr = Cr[l, k] * p_r - Ci[l, k] * p_i
             cc = Cr[l, k] * p_i + Ci[l, k] * p_r
-            ur = Gr[k] * cr + Gi[k] * cc
-            ui = Gi[k] * cr - Gr[k] * cc
-            Ur[l, k] = ur
-            Ui[l, k] = ui
-            wr = Wr[l, k]
-            wi = Wi[l, k]
+            gr = Gs[r, k]
+            gi = Gs[r, K + k]
+            ur = gr * cr + gi * cc
+            ui = gi * cr - gr * cc
+            Ur[r, l, k] = ur
+            Ui[r, l, k] = ui
+            wr = Wr[r, l, k]
+            wi = Wi[r, l, k]
             pr[k] = p_r * wr - p_i * wi
             pi[k] = p_r * wi + p_i * wr
             uu = ur * ur + ui * ui
             sw[k] = wr * wr + wi * wi
             su[k] = uu
             u2 += pw[k] * uu
-        a[l] = np.sqrt(_max(sw, K))
-        um[l] = np.sqrt(_max(su, K))
+        a[r, l] = np.sqrt(_max(sw, K))
+        um[r, l] = np.sqrt(_max(su, K))
     return u2
 
 
@@ -350,67 +396,66 @@ def prod_sqnorm(v, L, K, Ki, pw):
 
 
 @inline_kernel
-def full_norms(theta, U, widths, offsets, a, um):
-    """Frobenius norms of the layers of ``theta`` and ``U`` (upper bounds of their
-    spectral norms); returns ``||U||^2``."""
+def full_norms(theta, U, r, widths, offsets, a, um):
+    """Frobenius norms of the layers of ``theta[r]`` and ``U[r]`` (upper bounds of
+    their spectral norms); returns ``||U_r||^2``."""
     L = widths.shape[0] - 1
     u2 = 0.0
     for l in range(L):
         s = 0.0
         t = 0.0
         for i in range(offsets[l], offsets[l + 1]):
-            s += theta[i] * theta[i]
-            t += U[i] * U[i]
-        a[l] = np.sqrt(s)
-        um[l] = np.sqrt(t)
+            s += theta[r, i] * theta[r, i]
+            t += U[r, i] * U[r, i]
+        a[r, l] = np.sqrt(s)
+        um[r, l] = np.sqrt(t)
         u2 += t
     return u2
 
 
-# ------------------------------------------------------------------ the loop
-
-
 @kernel
-def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
-    """Run ``steps`` iterations of GD from ``theta`` (updated in place).
+def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
+    """Run ``steps`` iterations of GD for each run (row of ``thetas``, updated in
+    place) on one shared dataset ``Z``, in lockstep.
 
-    ``step`` is eta (fixed) or c (adaptive). ``stats`` (length N_STATS) receives
+    Each round, every active run prepares its trial point (direction, step,
+    certification); then one pass over ``Z`` serves all of them, block by block
+    (a block of samples is read from memory once for all runs); then each run
+    accepts or halves. A run's arithmetic is the same code whatever the other
+    runs are, so a run gives the same bits alone or in any group.
+
+    ``step[r]`` is eta (fixed) or c (adaptive). ``stats[r]`` (N_STATS) receives
     log L, min margin, log eta of the last step, halvings (added to), steps done
-    in this call, status. Every iteration depends on ``theta`` alone, so any
-    split of a run into calls gives the same bits.
-
-    All work arrays and their views are made here, once: nothing inside the loop
-    allocates or creates views."""
-    P = theta.shape[0]
-    Pb = Z.shape[1]
+    in this call, status; runs whose status is not RUNNING are left alone. Every
+    iteration depends on ``thetas[r]`` alone, so any split into calls gives the
+    same bits. All work arrays are made here, once."""
+    R, P = thetas.shape
+    N, Pb = Z.shape
     prod = family == PROD
-    b = np.empty(Pb)
-    G = np.empty(Pb)
-    Gn = np.empty(Pb)
-    Gs = np.zeros(max(K + Ki, 1))
-    U = np.empty(P)
-    cur = theta.copy()
-    tn = np.empty(P)
-    a = np.empty(L)
-    um = np.empty(L)
-    ab = np.empty(L)
-    wm = np.empty(BLOCK)
-    wa = np.empty(BLOCK)
-    we = np.empty(BLOCK)
-    # PROD views (harmless, unused shapes for FULL where K = 1, Ki = 0)
-    nk = L * K if prod else 0
     kk = K if prod else 0
     ki = Ki if prod else 0
-    cWr = cur[:nk].reshape((L, kk))
-    cWi = cur[nk:nk + L * ki].reshape((L, ki))
-    tWr = tn[:nk].reshape((L, kk))
-    tWi = tn[nk:nk + L * ki].reshape((L, ki))
-    Ur = U[:nk].reshape((L, kk))
-    Ui = U[nk:nk + L * ki].reshape((L, ki))
-    br = b[:kk]
-    bi = b[kk:kk + ki]
-    Gsr = Gs[:kk]
-    Gsi = Gs[kk:kk + ki]
+    nk = L * kk
+    b = np.empty((R, Pb))
+    G = np.empty((R, Pb))
+    Gn = np.empty((R, Pb))
+    Gs = np.zeros((R, kk + ki))
+    cur = thetas.copy()
+    tn = np.empty((R, P))
+    U = np.empty((R, P))
+    # PROD state as (R, L, K) arrays (copies of the flat rows; written back at the end)
+    cWr = np.empty((R, L, kk))
+    cWi = np.empty((R, L, ki))
+    tWr = np.empty((R, L, kk))
+    tWi = np.empty((R, L, ki))
+    Ur = np.empty((R, L, kk))
+    Ui = np.empty((R, L, ki))
+    if prod:
+        for r in range(R):
+            for l in range(L):
+                for k in range(kk):
+                    cWr[r, l, k] = thetas[r, l * kk + k]
+                for k in range(ki):
+                    cWi[r, l, k] = thetas[r, nk + l * kk + k]
     Cr = np.empty((L, kk))
     Ci = np.empty((L, kk))
     pr = np.empty(kk)
@@ -426,110 +471,199 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
             roff[l + 1] = roff[l] + widths[l]
         for l in range(widths.shape[0]):
             wmax = max(wmax, widths[l])
-    rs = np.empty(roff[L + 1])
-    av = np.empty(wmax)
-    tv = np.empty(wmax)
+    rs = np.empty((R, roff[L + 1]))
+    av_ = np.empty(wmax)
+    tv_ = np.empty(wmax)
+    # per-run scalars
+    a = np.empty((R, L))
+    um = np.empty((R, L))
+    ab = np.empty(L)
+    logL = np.empty(R)
+    Ma = np.empty(R)
+    mmin = np.empty(R)
+    sa = np.empty(R)
+    mult = np.zeros(R)
+    ratio = np.ones(R)
+    u2 = np.zeros(R)
+    done = np.zeros(R, np.int64)
+    tries = np.zeros(R, np.int64)
+    halv = np.zeros(R, np.int64)
+    status = np.empty(R, np.int64)
+    need = np.ones(R, np.bool_)
+    inpass = np.zeros(R, np.bool_)
+    log_eta = np.empty(R)
+    ps = np.empty((R, N_PS))
+    m = np.empty(BLOCK)
+    av = np.empty(BLOCK)
+    e = np.empty(BLOCK)
+    for r in range(R):
+        status[r] = stats[r, ST_STATUS]
+        log_eta[r] = stats[r, ST_LOG_ETA]
+        inpass[r] = status[r] == RUNNING
 
-    if prod:
-        prod_beta(cWr, cWi, br, bi)
-    else:
-        chain_row(cur, widths, offsets, roff, rs, b)
-    logL, Ma, mmin, sa = margin_pass(Z, b, loss, G, wm, wa, we)
-    log_eta = stats[ST_LOG_ETA]
-    halvings = 0
-    status = RUNNING
-    done = 0
-    if not np.isfinite(logL):
-        status = NONFINITE
-    while done < steps and status == RUNNING:
-        # the gradient is -exp(Ma) * U: U = VJP(G) is the ascent direction of the margins
-        if prod:
-            for k in range(kk):
-                Gsr[k] = G[k] * ipw[k]
-            for k in range(ki):
-                Gsi[k] = G[kk + k] * ipw[k]
-            u2 = prod_direction(cWr, cWi, Gsr, Gsi, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su)
-        else:
-            # rs holds the partial products of cur from the last chain_row
-            vjp_row(cur, G, widths, offsets, roff, rs, av, tv, U)
-            u2 = full_norms(cur, U, widths, offsets, a, um)
-        if adaptive:
-            S, _ = smoothness(a, X2, Xh)
-            if u2 == 0.0 or S == 0.0:
-                status = STATIONARY  # zero gradient: GD stays here forever
-                break
-            # eta = c / (L S): the step along U is eta exp(Ma) = c exp(Ma - log L) / S
-            ratio = 1.0 / sa if loss == EXP_LOSS else np.exp(Ma - logL)
-            mult = step * ratio / S
-        else:
-            lm = np.log(step) + Ma
-            mult = np.exp(lm) if lm > LOG_TINY else 0.0
-        accepted = False
-        tries = 0
-        while not accepted:
+    # the pass at the starting points
+    for r in range(R):
+        if inpass[r]:
+            if prod:
+                prod_beta(cWr, cWi, r, b)
+            else:
+                chain_row(cur[r], widths, offsets, roff, rs[r], b[r])
+            pass_start(r, ps, G)
+    for n0 in range(0, N, BLOCK):
+        nb = min(BLOCK, N - n0)
+        for r in range(R):
+            if inpass[r]:
+                pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e)
+    for r in range(R):
+        if inpass[r]:
+            logL[r] = pass_log_loss(r, loss, ps)
+            Ma[r] = ps[r, PS_MA]
+            sa[r] = ps[r, PS_SA]
+            mmin[r] = ps[r, PS_MMIN]
+            if not np.isfinite(logL[r]):
+                status[r] = NONFINITE
+
+    while True:
+        # 1. every active run prepares a trial point
+        any_active = False
+        for r in range(R):
+            inpass[r] = False
+            if status[r] != RUNNING or done[r] >= steps:
+                continue
+            if need[r]:
+                # the gradient is -exp(Ma) * U: U = VJP(G) is the ascent direction of the margins
+                if prod:
+                    for k in range(kk):
+                        Gs[r, k] = G[r, k] * ipw[k]
+                    for k in range(ki):
+                        Gs[r, kk + k] = G[r, kk + k] * ipw[k]
+                    u2[r] = prod_direction(cWr, cWi, r, Gs, pw, Ur, Ui, a, um, Cr, Ci, pr, pi, sw, su)
+                else:
+                    # rs[r] holds the partial products of cur[r] from the last chain_row
+                    vjp_row(cur[r], G[r], widths, offsets, roff, rs[r], av_, tv_, U[r])
+                    u2[r] = full_norms(cur, U, r, widths, offsets, a, um)
+                if adaptive:
+                    S, _ = smoothness(a[r], X2, Xh)
+                    if u2[r] == 0.0 or S == 0.0:
+                        status[r] = STATIONARY  # zero gradient: GD stays here forever
+                        continue
+                    # eta = c / (L S): the step along U is eta exp(Ma) = c exp(Ma - log L) / S
+                    ratio[r] = 1.0 / sa[r] if loss == EXP_LOSS else np.exp(Ma[r] - logL[r])
+                    mult[r] = step[r] * ratio[r] / S
+                else:
+                    lm = np.log(step[r]) + Ma[r]
+                    mult[r] = np.exp(lm) if lm > LOG_TINY else 0.0
+                need[r] = False
+                tries[r] = 0
             if adaptive:
                 # certify on the segment: eta L(w) S(a + |dW|) exp(Gm |dw|) < 2, where
                 # eta L(w) = mult / ratio and exp(x) <= 1 / (1 - x) for x < 1
                 while True:
                     for l in range(L):
-                        ab[l] = a[l] + mult * um[l]
+                        ab[l] = a[r, l] + mult[r] * um[r, l]
                     Sb, Gb = smoothness(ab, X2, Xh)
-                    x = Gb * mult * np.sqrt(u2)
+                    x = Gb * mult[r] * np.sqrt(u2[r])
                     grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
-                    if mult / ratio * Sb * grow < 1.999:
+                    if mult[r] / ratio[r] * Sb * grow < 1.999:
                         break
-                    mult *= 0.5
-                    halvings += 1
-            for i in range(P):
-                tn[i] = cur[i] + mult * U[i]
+                    mult[r] *= 0.5
+                    halv[r] += 1
+            mu = mult[r]
             if prod:
-                prod_beta(tWr, tWi, br, bi)
+                for l in range(L):
+                    for k in range(kk):
+                        tWr[r, l, k] = cWr[r, l, k] + mu * Ur[r, l, k]
+                    for k in range(ki):
+                        tWi[r, l, k] = cWi[r, l, k] + mu * Ui[r, l, k]
+                prod_beta(tWr, tWi, r, b)
             else:
-                chain_row(tn, widths, offsets, roff, rs, b)
-            logLn, Man, mminn, san = margin_pass(Z, b, loss, Gn, wm, wa, we)
-            if adaptive and not logLn <= logL:
-                tries += 1
-                halvings += 1
-                mult *= 0.5
-                if tries > MAX_HALVINGS:
-                    status = STUCK
-                    break
-                continue
-            accepted = True
-        if not accepted:
+                for i in range(P):
+                    tn[r, i] = cur[r, i] + mu * U[r, i]
+                chain_row(tn[r], widths, offsets, roff, rs[r], b[r])
+            pass_start(r, ps, Gn)
+            inpass[r] = True
+            any_active = True
+        if not any_active:
             break
-        if done == steps - 1:
-            log_eta = (np.log(mult) if mult > 0.0 else -np.inf) - Ma
-        for i in range(P):
-            cur[i] = tn[i]
-        for i in range(Pb):
-            G[i] = Gn[i]
-        logL = logLn
-        Ma = Man
-        mmin = mminn
-        sa = san
-        done += 1
-        if not np.isfinite(logL):
-            status = NONFINITE
-    for i in range(P):
-        theta[i] = cur[i]
-    stats[ST_LOG_LOSS] = logL
-    stats[ST_MIN_MARGIN] = mmin
-    stats[ST_LOG_ETA] = log_eta
-    stats[ST_HALVINGS] += halvings
-    stats[ST_STEPS] = done
-    stats[ST_STATUS] = status
+        # 2. one pass over the data for all trial points
+        for n0 in range(0, N, BLOCK):
+            nb = min(BLOCK, N - n0)
+            for r in range(R):
+                if inpass[r]:
+                    pass_block(Z, n0, nb, b, r, loss, Gn, ps, m, av, e)
+        # 3. accept, or halve (the guard: the loss never increases)
+        for r in range(R):
+            if not inpass[r]:
+                continue
+            logLn = pass_log_loss(r, loss, ps)
+            if adaptive and not logLn <= logL[r]:
+                tries[r] += 1
+                halv[r] += 1
+                mult[r] *= 0.5
+                if tries[r] > MAX_HALVINGS:
+                    status[r] = STUCK
+                continue
+            if done[r] == steps - 1:
+                log_eta[r] = (np.log(mult[r]) if mult[r] > 0.0 else -np.inf) - Ma[r]
+            if prod:
+                for l in range(L):
+                    for k in range(kk):
+                        cWr[r, l, k] = tWr[r, l, k]
+                    for k in range(ki):
+                        cWi[r, l, k] = tWi[r, l, k]
+            else:
+                for i in range(P):
+                    cur[r, i] = tn[r, i]
+            for i in range(Pb):
+                G[r, i] = Gn[r, i]
+            logL[r] = logLn
+            Ma[r] = ps[r, PS_MA]
+            sa[r] = ps[r, PS_SA]
+            mmin[r] = ps[r, PS_MMIN]
+            done[r] += 1
+            need[r] = True
+            if not np.isfinite(logLn):
+                status[r] = NONFINITE
+
+    for r in range(R):
+        if stats[r, ST_STATUS] != RUNNING:
+            continue
+        if prod:
+            for l in range(L):
+                for k in range(kk):
+                    thetas[r, l * kk + k] = cWr[r, l, k]
+                for k in range(ki):
+                    thetas[r, nk + l * kk + k] = cWi[r, l, k]
+        else:
+            for i in range(P):
+                thetas[r, i] = cur[r, i]
+        stats[r, ST_LOG_LOSS] = logL[r]
+        stats[r, ST_MIN_MARGIN] = mmin[r]
+        stats[r, ST_LOG_ETA] = log_eta[r]
+        stats[r, ST_HALVINGS] += halv[r]
+        stats[r, ST_STEPS] = done[r]
+        stats[r, ST_STATUS] = status[r]
+
+
+@kernel
+def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
+    """``gd_group`` for one run: ``theta`` (P,), ``stats`` (N_STATS,), ``step`` a float."""
+    st = np.empty(1)
+    st[0] = step
+    gd_group(theta.reshape((1, theta.shape[0])), family, L, K, Ki, widths, offsets, Z, pw, X2, Xh,
+             loss, adaptive, st, steps, stats.reshape((1, stats.shape[0])))
 
 
 @parallel_kernel
-def gd_batch(thetas, family, L, K, Ki, widths, offsets, Zs, data_idx, pw, X2s, Xhs, loss, adaptive, step, steps, stats):
-    """``gd_run`` for each row of ``thetas`` (in parallel over runs; every run is
-    computed independently, so results do not depend on the thread count).
-    Run ``r`` uses dataset ``Zs[data_idx[r]]``; runs whose status is not RUNNING
-    are left alone."""
-    R = thetas.shape[0]
-    for r in prange(R):
-        if stats[r, ST_STATUS] == RUNNING:
-            d = data_idx[r]
-            gd_run(thetas[r], family, L, K, Ki, widths, offsets, Zs[d], pw, X2s[d], Xhs[d],
-                   loss, adaptive, step[r], steps, stats[r])
+def gd_batch(thetas, family, L, K, Ki, widths, offsets, Zs, group_start, group_data, pw, X2s, Xhs,
+             loss, adaptive, step, steps, stats):
+    """``gd_group`` for each group of runs, in parallel over groups. Group ``g`` is
+    rows ``group_start[g] : group_start[g + 1]``, on dataset ``Zs[group_data[g]]``.
+    The groups are fixed by the caller, not by the thread count, and a run's bits
+    do not depend on its group: results are independent of the thread count."""
+    for g in prange(group_start.shape[0] - 1):
+        s = group_start[g]
+        t = group_start[g + 1]
+        d = group_data[g]
+        gd_group(thetas[s:t], family, L, K, Ki, widths, offsets, Zs[d], pw, X2s[d], Xhs[d],
+                 loss, adaptive, step[s:t], steps, stats[s:t])
