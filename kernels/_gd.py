@@ -543,7 +543,9 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
                     vjp_row(cur[r], G[r], widths, offsets, roff, rs[r], av_, tv_, U[r])
                     u2[r] = full_norms(cur, U, r, widths, offsets, a, um)
                 if adaptive:
-                    S, _ = smoothness(a[r], X2, Xh)
+                    for l in range(L):
+                        ab[l] = a[r, l]
+                    S, _ = smoothness(ab, X2, Xh)
                     if u2[r] == 0.0 or S == 0.0:
                         status[r] = STATIONARY  # zero gradient: GD stays here forever
                         continue
