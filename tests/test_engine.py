@@ -269,3 +269,39 @@ def test_vectorizable_exp_matches_numpy():
     ref = np.exp(x[keep])
     assert np.max(np.abs(e[keep] - ref) / ref) < 1e-15
     assert np.all(e[~keep] == 0.0)
+
+
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e6])
+def test_margin_pass_log_domain(loss, scale):
+    """The one-pass online softmax gives log L and the normalized gradient weights
+    of the direct formulas, also where exp(-margin) underflows (margins ~ 1e6)."""
+    from scipy.special import logsumexp
+
+    from fastbias.kernels._gd import EXP_LOSS, LOGISTIC_LOSS, margin_pass
+
+    rng = np.random.default_rng(1)
+    N, P = 37, 11  # several blocks, a partial last one
+    Z = rng.standard_normal((N, P))
+    b = rng.standard_normal(P)
+    b *= scale / np.max(np.abs(Z @ b))
+    m = Z @ b
+    G = np.empty(P)
+    logL, Ma, mmin = margin_pass(Z, b, EXP_LOSS if loss == "exp" else LOGISTIC_LOSS, G)
+    if loss == "exp":
+        ref_logL = logsumexp(-m)
+        a = -m
+    else:
+        # log softplus(-m); for m > 30, log(log1p(e^-m)) = -m + log1p(-e^-m / 2) up to O(e^-2m)
+        big = m > 30
+        lsp = np.empty_like(m)
+        lsp[big] = -m[big] + np.log1p(-0.5 * np.exp(-m[big]))
+        lsp[~big] = np.log(np.logaddexp(0.0, -m[~big]))
+        ref_logL = logsumexp(lsp)
+        a = -np.logaddexp(0.0, m)  # log sigmoid(-m)
+    assert np.isclose(logL, ref_logL, rtol=1e-13, atol=1e-12)
+    assert mmin == pytest.approx(m.min(), rel=1e-12)
+    assert Ma == pytest.approx(a.max(), rel=1e-12)
+    w = np.exp(a - a.max())
+    w[a - a.max() < -700] = 0.0
+    assert np.allclose(G, w @ Z, rtol=1e-12, atol=1e-12 * np.abs(Z).sum())
