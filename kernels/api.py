@@ -22,6 +22,9 @@ leading batch axes broadcast between arguments. float32 and float64 are
 computed in their own precision (mixed inputs promote to float64).
 """
 
+import math
+import threading
+
 import numpy as np
 
 from . import _direct, _fftw, _rfft
@@ -30,18 +33,31 @@ from ._full import pfull_flat, pfull_jvp_flat, pfull_vjp_flat
 from ._validate import (
     as_batched,
     as_float_array,
-    broadcast_batch,
+    batched_pair,
     check_backend,
+    check_finite,
+    copy_finite,
+    raise_not_finite,
 )
 
 BACKENDS = ("direct", "rfft", "fftw")
 """Conv variants: ``direct`` (O(D^2) Numba), ``rfft`` (numpy.fft inside Numba,
 usable in jitted loops), ``fftw`` (pyFFTW plans, for large D)."""
 
-# Crossovers measured by benchmarks/bench_kernels.py (see README): below
-# AUTO_DIRECT_MAX_D the direct loops win, above AUTO_RFFT_MAX_D pyFFTW wins.
-AUTO_DIRECT_MAX_D = 32
-AUTO_RFFT_MAX_D = 256
+# Crossovers, from ``python benchmarks/kernel_ratios.py --sizes
+# 16,32,48,64,72,80,88,96,112,128,192,256,384,512,1024,2048,4096`` (raw kernels, one
+# network per call, float64, L in {2, 4}; 2 shared cores; see the README):
+# * direct is the fastest through D = 80, ties with fftw at 88, and fftw wins
+#   from 96 on (the crossover fell at D = 84-91 in three runs).
+# * For one network, fftw is 1.1-1.5x faster than rfft at every D >= 64. On
+#   batches of 4 or 16 networks, though, rfft (numpy.fft inside Numba, which
+#   transforms several rows at once) ties or beats fftw by up to 1.25x from D = 96
+#   to 512, and fftw wins again from D = 1024 (same kernels, (B, L, D) inputs,
+#   geometric mean over ops and L). So rfft keeps the middle band; above it, fftw.
+AUTO_DIRECT_MAX_D = 80
+AUTO_RFFT_MAX_D = 512
+
+_ALLOWED = ("auto",) + BACKENDS
 
 _XCORR = {"direct": _direct.xcorr_direct, "rfft": _rfft.xcorr_rfft, "fftw": _fftw.xcorr_fftw}
 _PCONV = {"direct": _direct.pconv_direct, "rfft": _rfft.pconv_rfft, "fftw": _fftw.pconv_fftw}
@@ -59,17 +75,25 @@ def choose_backend(D):
 
 
 def _backend(backend, D):
-    check_backend(backend, ("auto",) + BACKENDS)
-    return choose_backend(D) if backend == "auto" else backend
+    if type(backend) is not str:
+        backend = str(check_backend(backend, _ALLOWED))  # raises unless a str subclass
+    if backend == "auto":
+        return choose_backend(D)
+    if backend not in BACKENDS:
+        check_backend(backend, _ALLOWED)  # raises
+    return backend
 
 
 def _layers(ws, name="ws"):
-    ws = as_float_array(ws, name, min_ndim=2)
-    return ws
+    return as_float_array(ws, name, min_ndim=2)
 
 
 def _promote(*arrays):
-    return np.result_type(*arrays)
+    dt = arrays[0].dtype
+    for a in arrays[1:]:
+        if a.dtype is not dt:
+            return np.result_type(*arrays)
+    return dt
 
 
 def _check_same_core(name_a, a, name_b, b, ncore):
@@ -106,13 +130,13 @@ def xcorr(h, w, *, backend="auto"):
     """
     h = as_float_array(h, "h")
     w = as_float_array(w, "w")
-    if h.shape[-1] != w.shape[-1]:
-        raise ValueError(f"h and w must have the same length D, got {h.shape[-1]} and {w.shape[-1]}")
     D = h.shape[-1]
-    batch = broadcast_batch("h", h, 1, "w", w, 1)
-    dt = _promote(h, w)
-    out = _XCORR[_backend(backend, D)](as_batched(h, batch, (D,), dt), as_batched(w, batch, (D,), dt))
-    return out.reshape(batch + (D,))
+    if w.shape[-1] != D:
+        raise ValueError(f"h and w must have the same length D, got {h.shape[-1]} and {w.shape[-1]}")
+    core = (D,)
+    batch, h, w = batched_pair("h", h, core, "w", w, core)
+    out = _XCORR[_backend(backend, D)](h, w)
+    return out.reshape(batch + core)
 
 
 # --------------------------------------------------------------------------- conv
@@ -136,9 +160,10 @@ def pconv(ws, *, backend="auto"):
     ndarray, shape (..., D)
     """
     ws = _layers(ws)
-    batch, (L, D) = ws.shape[:-2], ws.shape[-2:]
-    out = _PCONV[_backend(backend, D)](as_batched(ws, batch, (L, D), ws.dtype))
-    return out.reshape(batch + (D,))
+    shape = ws.shape
+    batch = shape[:-2]
+    out = _PCONV[_backend(backend, shape[-1])](as_batched(ws, batch, shape[-2:], ws.dtype))
+    return out.reshape(batch + shape[-1:])
 
 
 def pconv_jvp(ws, dws, *, backend="auto"):
@@ -148,12 +173,12 @@ def pconv_jvp(ws, dws, *, backend="auto"):
     """
     ws = _layers(ws)
     dws = _layers(dws, "dws")
-    _check_same_core("ws", ws, "dws", dws, 2)
-    L, D = ws.shape[-2:]
-    batch = broadcast_batch("ws", ws, 2, "dws", dws, 2)
-    dt = _promote(ws, dws)
-    out = _PCONV_JVP[_backend(backend, D)](as_batched(ws, batch, (L, D), dt), as_batched(dws, batch, (L, D), dt))
-    return out.reshape(batch + (D,))
+    core = ws.shape[-2:]
+    if dws.shape[-2:] != core:
+        _check_same_core("ws", ws, "dws", dws, 2)
+    batch, ws, dws = batched_pair("ws", ws, core, "dws", dws, core)
+    out = _PCONV_JVP[_backend(backend, core[1])](ws, dws)
+    return out.reshape(batch + core[1:])
 
 
 def pconv_vjp(ws, g, *, backend="auto"):
@@ -165,11 +190,10 @@ def pconv_vjp(ws, g, *, backend="auto"):
     ws = _layers(ws)
     g = as_float_array(g, "g")
     _check_signal(ws, g)
-    L, D = ws.shape[-2:]
-    batch = broadcast_batch("ws", ws, 2, "g", g, 1)
-    dt = _promote(ws, g)
-    out = _PCONV_VJP[_backend(backend, D)](as_batched(ws, batch, (L, D), dt), as_batched(g, batch, (D,), dt))
-    return out.reshape(batch + (L, D))
+    core = ws.shape[-2:]
+    batch, ws, g = batched_pair("ws", ws, core, "g", g, core[1:])
+    out = _PCONV_VJP[_backend(backend, core[1])](ws, g)
+    return out.reshape(batch + core)
 
 
 # --------------------------------------------------------------------------- diag
@@ -182,20 +206,20 @@ def pdiag(ws):
     ``ws``: (..., L, D). Returns (..., D).
     """
     ws = _layers(ws)
-    batch, (L, D) = ws.shape[:-2], ws.shape[-2:]
-    return prod_layers(as_batched(ws, batch, (L, D), ws.dtype)).reshape(batch + (D,))
+    shape = ws.shape
+    batch = shape[:-2]
+    return prod_layers(as_batched(ws, batch, shape[-2:], ws.dtype)).reshape(batch + shape[-1:])
 
 
 def pdiag_jvp(ws, dws):
     """``sum_l dw_l (.) prod_{j != l} w_j``; shapes (..., L, D) -> (..., D)."""
     ws = _layers(ws)
     dws = _layers(dws, "dws")
-    _check_same_core("ws", ws, "dws", dws, 2)
-    L, D = ws.shape[-2:]
-    batch = broadcast_batch("ws", ws, 2, "dws", dws, 2)
-    dt = _promote(ws, dws)
-    out = prod_layers_jvp(as_batched(ws, batch, (L, D), dt), as_batched(dws, batch, (L, D), dt))
-    return out.reshape(batch + (D,))
+    core = ws.shape[-2:]
+    if dws.shape[-2:] != core:
+        _check_same_core("ws", ws, "dws", dws, 2)
+    batch, ws, dws = batched_pair("ws", ws, core, "dws", dws, core)
+    return prod_layers_jvp(ws, dws).reshape(batch + core[1:])
 
 
 def pdiag_vjp(ws, g):
@@ -203,17 +227,15 @@ def pdiag_vjp(ws, g):
     ws = _layers(ws)
     g = as_float_array(g, "g")
     _check_signal(ws, g)
-    L, D = ws.shape[-2:]
-    batch = broadcast_batch("ws", ws, 2, "g", g, 1)
-    dt = _promote(ws, g)
-    out = prod_layers_vjp(as_batched(ws, batch, (L, D), dt), as_batched(g, batch, (D,), dt))
-    return out.reshape(batch + (L, D))
+    core = ws.shape[-2:]
+    batch, ws, g = batched_pair("ws", ws, core, "g", g, core[1:])
+    return prod_layers_vjp(ws, g).reshape(batch + core)
 
 
 # --------------------------------------------------------------------------- full
 
 
-def _full_layers(Ws, name="Ws"):
+def _layer_list(Ws, name):
     if isinstance(Ws, (str, bytes)):
         raise TypeError(f"{name} must be a sequence of matrices W_l, got a {type(Ws).__name__}")
     if isinstance(Ws, np.ndarray):
@@ -229,37 +251,134 @@ def _full_layers(Ws, name="Ws"):
         raise TypeError(f"{name} must be a sequence of matrices W_l, got {type(Ws).__name__}") from None
     if len(Ws) == 0:
         raise ValueError(f"{name} has no layers: depth L must be >= 1")
-    mats = [as_float_array(W, f"{name}[{l}]", min_ndim=2) for l, W in enumerate(Ws)]
-    for l in range(len(mats) - 1):
-        if mats[l].shape[-1] != mats[l + 1].shape[-2]:
+    return Ws
+
+
+def _full_layers(Ws, name="Ws", finite=True):
+    """The validated layers and their widths ``(D_0, ..., D_L)``; ``finite=False``
+    leaves the NaN/inf checks to ``_pack``."""
+    Ws = _layer_list(Ws, name)
+    mats = [as_float_array(W, name, min_ndim=2, index=l, finite=finite) for l, W in enumerate(Ws)]
+    widths = [mats[0].shape[-2]]
+    for l, m in enumerate(mats):
+        if m.shape[-2] != widths[l]:
             raise ValueError(
-                f"widths do not chain: {name}[{l}] has shape {mats[l].shape[-2:]} but "
-                f"{name}[{l + 1}] has shape {mats[l + 1].shape[-2:]} (need D_{l + 1} to match)"
+                f"widths do not chain: {name}[{l - 1}] has shape {mats[l - 1].shape[-2:]} but "
+                f"{name}[{l}] has shape {m.shape[-2:]} (need D_{l} to match)"
             )
-    if mats[-1].shape[-1] != 1:
+        widths.append(m.shape[-1])
+    if widths[-1] != 1:
         raise ValueError(
             f"the output layer {name}[{len(mats) - 1}] must have width D_L = 1, got shape {mats[-1].shape[-2:]}"
         )
-    return mats
+    return mats, tuple(widths)
 
 
 def _full_batch(name, mats, extra=()):
     shapes = [m.shape[:-2] for m in mats] + list(extra)
+    first = shapes[0]
+    for s in shapes:
+        if s != first:
+            break
+    else:
+        return first
     try:
         return np.broadcast_shapes(*shapes)
     except ValueError:
         raise ValueError(f"batch axes of the layers of {name} do not broadcast: {shapes}") from None
 
 
-def _pack(mats, batch, dt):
-    widths = np.array([mats[0].shape[-2]] + [m.shape[-1] for m in mats], dtype=np.int64)
-    sizes = widths[:-1] * widths[1:]
-    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
-    B = int(np.prod(batch, dtype=np.int64))
-    theta = np.empty((B, int(offsets[-1])), dtype=dt)
+def _one_shot(x):
+    """A generator (or other one-pass iterable) of layers as a list, so that its
+    checks can run twice; anything else as it is."""
+    if isinstance(x, (list, tuple, np.ndarray, str, bytes)):
+        return x
+    try:
+        return list(x)
+    except TypeError:
+        return x  # not iterable: ``_layer_list`` says so, in its turn
+
+
+def _checked(inputs, *args):
+    """``inputs(*args, finite=False)``: every check but NaN/inf, which ``_pack`` does
+    while copying. If a check fails, the checks run again with finiteness, in the
+    documented order, so that the error raised is the first one in that order."""
+    try:
+        return inputs(*args, finite=False)
+    except (TypeError, ValueError) as exc:
+        err = exc
+    inputs(*args, finite=True)  # raises the first error in the documented order
+    raise err
+
+
+_LAYOUTS = {}  # widths -> (widths, offsets) as int64 arrays (read only by the kernels), offsets as ints
+
+
+def _layout(key):
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        offs = [0]
+        for a, b in zip(key[:-1], key[1:]):
+            offs.append(offs[-1] + a * b)
+        layout = (np.array(key, np.int64), np.array(offs, np.int64), offs)
+        if len(_LAYOUTS) >= 256:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+SCRATCH_MAX_BYTES = 64 << 20
+_scratch = threading.local()
+
+
+def _scratch_rows(B, P, dt, slot):
+    """A (B, P) array of ``dt`` in this thread's packing buffer for ``slot`` (0:
+    the layers, 1: their tangents), reused by the next call: the kernels only read
+    it and nothing returned aliases it. A fresh multi-megabyte array per call
+    costs more in page faults than the kernel itself (glibc returns freed large
+    blocks to the system). Above ``SCRATCH_MAX_BYTES`` a fresh array is used."""
+    n = B * P
+    if n * dt.itemsize > SCRATCH_MAX_BYTES:
+        return np.empty((B, P), dtype=dt)
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    key = (slot, dt.char)
+    buf = bufs.get(key)
+    if buf is None or buf.shape[0] < n:
+        buf = bufs[key] = np.empty(n, dtype=dt)
+    return buf[:n].reshape(B, P)
+
+
+def _pack(mats, key, batch, dt, name, slot=0):
+    """The layers in the flat layout of ``_full``: ``theta`` (B, P) plus ``widths``,
+    ``offsets`` (int64 arrays) and the offsets as Python ints. One copy of each
+    layer, which also checks it for NaN/inf (a ValueError naming ``name[l]``).
+    ``key`` is the tuple of widths from ``_full_layers``; ``theta`` lives in the
+    scratch buffer ``slot`` (see ``_scratch_rows``)."""
+    widths, offsets, offs = _layout(key)
+    if not batch:  # every layer unbatched: copy (and check) each into one row
+        theta = _scratch_rows(1, offs[-1], dt, slot)
+        row = theta[0]
+        for l, m in enumerate(mats):
+            if not copy_finite(row[offs[l]:offs[l + 1]], m.ravel()):
+                raise_not_finite(name, l)
+        return theta, widths, offsets, offs
     for l, m in enumerate(mats):
-        theta[:, offsets[l]:offsets[l + 1]] = np.broadcast_to(m, batch + m.shape[-2:]).reshape(B, -1)
-    return theta, widths, offsets
+        check_finite(m, name, l)
+    B = math.prod(batch)
+    theta = _scratch_rows(B, offs[-1], dt, slot)
+    for l, m in enumerate(mats):
+        n = offs[l + 1] - offs[l]
+        if m.shape[:-2] != batch:
+            m = np.broadcast_to(m, batch + m.shape[-2:])
+        theta[:, offs[l]:offs[l + 1]] = m.reshape(B, n)
+    return theta, widths, offsets, offs
+
+
+def _pfull_inputs(Ws, finite):
+    mats, key = _full_layers(Ws, "Ws", finite)
+    return mats, key, _full_batch("Ws", mats)
 
 
 def pfull(Ws):
@@ -275,26 +394,38 @@ def pfull(Ws):
     -------
     ndarray, shape (..., D)
     """
-    mats = _full_layers(Ws)
-    batch = _full_batch("Ws", mats)
-    theta, widths, offsets = _pack(mats, batch, _promote(*mats))
-    return pfull_flat(theta, widths, offsets).reshape(batch + (int(widths[0]),))
+    mats, key, batch = _checked(_pfull_inputs, _one_shot(Ws))
+    theta, widths, offsets, _ = _pack(mats, key, batch, _promote(*mats), "Ws")
+    return pfull_flat(theta, widths, offsets).reshape(batch + key[:1])
 
 
-def pfull_jvp(Ws, dWs):
-    """``sum_l W_1 .. dW_l .. W_L``; ``dWs`` shaped like ``Ws``. Returns (..., D)."""
-    mats = _full_layers(Ws)
-    dmats = _full_layers(dWs, "dWs")
+def _pfull_jvp_inputs(Ws, dWs, finite):
+    mats, key = _full_layers(Ws, "Ws", finite)
+    dmats, _ = _full_layers(dWs, "dWs", finite)
     if len(dmats) != len(mats):
         raise ValueError(f"dWs must have as many layers as Ws: got {len(dmats)} and {len(mats)}")
     for l, (m, dm) in enumerate(zip(mats, dmats)):
         if m.shape[-2:] != dm.shape[-2:]:
             raise ValueError(f"dWs[{l}] must have shape {m.shape[-2:]} like Ws[{l}], got {dm.shape[-2:]}")
-    batch = _full_batch("Ws and dWs", mats + dmats)
+    return mats, dmats, key, _full_batch("Ws and dWs", mats + dmats)
+
+
+def pfull_jvp(Ws, dWs):
+    """``sum_l W_1 .. dW_l .. W_L``; ``dWs`` shaped like ``Ws``. Returns (..., D)."""
+    mats, dmats, key, batch = _checked(_pfull_jvp_inputs, _one_shot(Ws), _one_shot(dWs))
     dt = _promote(*mats, *dmats)
-    theta, widths, offsets = _pack(mats, batch, dt)
-    dtheta, _, _ = _pack(dmats, batch, dt)
-    return pfull_jvp_flat(theta, dtheta, widths, offsets).reshape(batch + (int(widths[0]),))
+    theta, widths, offsets, _ = _pack(mats, key, batch, dt, "Ws")
+    dtheta = _pack(dmats, key, batch, dt, "dWs", slot=1)[0]
+    return pfull_jvp_flat(theta, dtheta, widths, offsets).reshape(batch + key[:1])
+
+
+def _pfull_vjp_inputs(Ws, g, finite):
+    mats, key = _full_layers(Ws, "Ws", finite)
+    g = as_float_array(g, "g", finite=finite)
+    D = key[0]
+    if g.shape[-1] != D:
+        raise ValueError(f"g must have length D = {D} in its last axis, got shape {g.shape}")
+    return mats, key, g, _full_batch("Ws and g", mats, (g.shape[:-1],))
 
 
 def pfull_vjp(Ws, g):
@@ -303,16 +434,12 @@ def pfull_vjp(Ws, g):
 
     Returns a list of arrays shaped ``batch + (D_{l-1}, D_l)``.
     """
-    mats = _full_layers(Ws)
-    g = as_float_array(g, "g")
-    D = mats[0].shape[-2]
-    if g.shape[-1] != D:
-        raise ValueError(f"g must have length D = {D} in its last axis, got shape {g.shape}")
-    batch = _full_batch("Ws and g", mats, (g.shape[:-1],))
+    mats, key, g, batch = _checked(_pfull_vjp_inputs, _one_shot(Ws), g)
     dt = _promote(*mats, g)
-    theta, widths, offsets = _pack(mats, batch, dt)
-    flat = pfull_vjp_flat(theta, as_batched(g, batch, (D,), dt), widths, offsets)
+    theta, widths, offsets, offs = _pack(mats, key, batch, dt, "Ws")
+    check_finite(g, "g")
+    flat = pfull_vjp_flat(theta, as_batched(g, batch, key[:1], dt), widths, offsets)
     return [
-        flat[:, offsets[l]:offsets[l + 1]].reshape(batch + (int(widths[l]), int(widths[l + 1])))
-        for l in range(len(mats))
+        flat[:, offs[l]:offs[l + 1]].reshape(batch + m.shape[-2:])
+        for l, m in enumerate(mats)
     ]
