@@ -1,0 +1,233 @@
+"""asv suites for the GD engine: ``fastbias.fit`` and ``fit_many`` (adaptive steps,
+exponential loss), memory of long runs, and cold start.
+
+* ``Fit``: one run per architecture at (N, D, L) in ``CASES`` ("linear" is depth 1,
+  so it runs at (16,32), (128,128), (256,1024) under the L=2 and L=3 cases and skips
+  (16,32,4)). ``time_fit`` is ``STEPS[arch, case]`` iterations of the driver ``fit``
+  uses (``Run.resume`` of a ``fit(steps=0)`` run, log-spaced history recorded):
+  divide by the steps for µs per iteration. ``time_fit_setup`` is ``fit(steps=0)``
+  (validation, the separability LP, the prepared data), paid once per call. Numba's
+  thread count is 1 here, as in ``peers.py``.
+* ``FitThreads``: conv (16,32,4), 10^5 steps, with Numba's thread count 1 and the
+  default: ``fit`` sends its one run through the parallel ``gd_batch``, a fork/join
+  over all of Numba's threads at every record point, which costs milliseconds when
+  the other cores are busy.
+* ``FitMany``: 64 seeds sharing one dataset, ``threads`` 1 and 2, ``record="last"``:
+  ``time_fit_many`` is ``fit_many(steps=BATCH_STEPS[case])``; µs per run-iteration
+  = (time_fit_many - time_fit_many_setup) / (64 steps).
+* ``LongRunMemory``: ``peakmem_fit`` (the process's peak RSS) and
+  ``track_traced_peak`` (peak bytes allocated through Python/NumPy during the call,
+  by ``tracemalloc``) of a conv (16,32,2) run of 10^4 and 10^6 steps with the default
+  log-spaced history: neither may grow with the steps beyond the ~20 history rows
+  per decade.
+* ``ColdStart``: ``timeraw_*`` in a fresh interpreter: ``import fastbias`` and a first
+  ``fit``, with Numba's on-disk cache warm and with an empty cache (compilation).
+
+``setup()`` compiles (or loads) the engine with a small fit first, so compilation
+stays out of ``time_*``. asv re-runs ``setup()`` before every sample, and these
+classes time one call per sample (``number = 1``), so each sample starts from the
+same initial weights. Absolute times drift on shared machines: ``python
+benchmarks/peers.py`` measures the engine against PyTorch and JAX, interleaved in
+one process.
+"""
+
+import copy
+import functools
+import tracemalloc
+
+import numba
+
+import fastbias
+from fastbias.data import gaussian_dataset
+
+ARCHS = ("linear", "fc", "diag", "conv")
+CASES = ("16x32x2", "16x32x4", "128x128x3", "256x1024x3")
+BATCH_CASES = ("16x32x4", "128x128x3")
+BATCH_SEEDS = 64
+
+# Iterations per sample, so that a sample takes about 0.05-0.5 s (2-core machine).
+STEPS = {
+    ("linear", "16x32x2"): 100_000, ("linear", "128x128x3"): 20_000, ("linear", "256x1024x3"): 2_000,
+    ("fc", "16x32x2"): 50_000, ("fc", "16x32x4"): 10_000, ("fc", "128x128x3"): 500, ("fc", "256x1024x3"): 5,
+    ("diag", "16x32x2"): 100_000, ("diag", "16x32x4"): 100_000, ("diag", "128x128x3"): 20_000,
+    ("diag", "256x1024x3"): 2_000,
+    ("conv", "16x32x2"): 100_000, ("conv", "16x32x4"): 100_000, ("conv", "128x128x3"): 20_000,
+    ("conv", "256x1024x3"): 2_000,
+}
+BATCH_STEPS = {"16x32x4": 2_000, "128x128x3": 300}
+
+
+def parse_case(case):
+    N, D, L = (int(v) for v in case.split("x"))
+    return N, D, L
+
+
+@functools.lru_cache(maxsize=None)
+def dataset(N, D):
+    return gaussian_dataset(N, D, seed=0)
+
+
+def depth_of(arch, case):
+    """The depth a case runs at; NotImplementedError (asv: skip) for linear at L=4
+    (depth 1 everywhere: the L=4 case would repeat the L=2 one)."""
+    N, D, L = parse_case(case)
+    if arch == "linear":
+        if L == 4:
+            raise NotImplementedError("linear has depth 1: (16,32) runs under 16x32x2")
+        return 1
+    return L
+
+
+@functools.lru_cache(maxsize=None)
+def initial_run(arch, case):
+    """``fit(steps=0)``: data validated and prepared, weights initialized (memoized)."""
+    N, D, _ = parse_case(case)
+    X, y = dataset(N, D)
+    return fastbias.fit(X, y, arch=arch, depth=depth_of(arch, case), steps=0)
+
+
+def warm_engine():
+    """Compile (or load from the on-disk cache) the compiled loop: a tiny fit."""
+    X, y = dataset(16, 32)
+    fastbias.fit(X, y, arch="conv", depth=2, steps=3)
+
+
+class Fit:
+    params = [ARCHS, CASES]
+    param_names = ["arch", "case"]
+    number = 1
+    warmup_time = 0.0
+    timeout = 300
+
+    def setup(self, arch, case):
+        self._threads = numba.get_num_threads()  # teardown runs after a skip too
+        depth_of(arch, case)
+        warm_engine()
+        numba.set_num_threads(1)
+        self.run = copy.deepcopy(initial_run(arch, case))
+        self.steps = STEPS[arch, case]
+        N, D, _ = parse_case(case)
+        self.X, self.y = dataset(N, D)
+        self.depth = depth_of(arch, case)
+
+    def time_fit(self, arch, case):
+        self.run.resume(self.steps)
+
+    def time_fit_setup(self, arch, case):
+        fastbias.fit(self.X, self.y, arch=arch, depth=self.depth, steps=0)
+
+    def teardown(self, arch, case):
+        numba.set_num_threads(self._threads)
+
+
+class FitThreads:
+    params = [["1", "all"]]
+    param_names = ["numba_threads"]
+    number = 1
+    warmup_time = 0.0
+    timeout = 300
+
+    def setup(self, numba_threads):
+        warm_engine()
+        self._threads = numba.get_num_threads()
+        numba.set_num_threads(1 if numba_threads == "1" else numba.config.NUMBA_NUM_THREADS)
+        self.run = copy.deepcopy(initial_run("conv", "16x32x4"))
+
+    def time_fit(self, numba_threads):
+        self.run.resume(100_000)
+
+    def teardown(self, numba_threads):
+        numba.set_num_threads(self._threads)
+
+
+class FitMany:
+    params = [BATCH_CASES, [1, 2]]
+    param_names = ["case", "threads"]
+    number = 1
+    warmup_time = 0.0
+    timeout = 300
+
+    def setup(self, case, threads):
+        warm_engine()
+        N, D, self.L = parse_case(case)
+        self.X, self.y = dataset(N, D)
+        self.steps = BATCH_STEPS[case]
+        self._fit_many(threads, 2)  # start Numba's thread pool
+
+    def _fit_many(self, threads, steps):
+        return fastbias.fit_many(self.X, self.y, arch="conv", depth=self.L, seeds=range(BATCH_SEEDS),
+                                 steps=steps, threads=threads, record="last")
+
+    def time_fit_many(self, case, threads):
+        self._fit_many(threads, self.steps)
+
+    def time_fit_many_setup(self, case, threads):
+        self._fit_many(threads, 0)
+
+
+class LongRunMemory:
+    """A long conv (16,32,2) run with the default log-spaced history."""
+
+    params = [[10_000, 1_000_000]]
+    param_names = ["steps"]
+    timeout = 300
+
+    def setup(self, steps):
+        warm_engine()
+        self.X, self.y = dataset(16, 32)
+
+    def _fit(self, steps):
+        return fastbias.fit(self.X, self.y, arch="conv", depth=2, steps=steps)
+
+    def peakmem_fit(self, steps):
+        self._fit(steps)
+
+    def track_traced_peak(self, steps):
+        tracemalloc.start()
+        try:
+            run = self._fit(steps)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert run.steps_done == steps
+        return peak
+
+    track_traced_peak.unit = "bytes"
+
+
+_FRESH_NUMBA_CACHE = """
+import atexit, os, shutil, tempfile
+_d = tempfile.mkdtemp(prefix="fastbias-numba-")
+atexit.register(shutil.rmtree, _d, True)
+os.environ["NUMBA_CACHE_DIR"] = _d
+"""
+
+_FIRST_FIT = """
+import fastbias
+from fastbias.data import gaussian_dataset
+X, y = gaussian_dataset(16, 32, seed=0)
+fastbias.fit(X, y, arch="conv", depth=4, steps=100)
+"""
+
+
+class ColdStart:
+    """A fresh interpreter: ``import fastbias`` and a first ``fit``. With the on-disk
+    cache warm (the usual second run) the compiled loop is loaded; with an empty
+    ``NUMBA_CACHE_DIR`` it is compiled."""
+
+    number = 1
+    repeat = (1, 3, 300.0)
+    warmup_time = 0.0
+    timeout = 600
+
+    def setup(self):
+        warm_engine()  # fill the on-disk cache for the "cached" cases
+
+    def timeraw_import_fastbias(self):
+        return "import fastbias"
+
+    def timeraw_first_fit_cached(self):
+        return _FIRST_FIT
+
+    def timeraw_first_fit_compile(self):
+        return _FIRST_FIT, _FRESH_NUMBA_CACHE
