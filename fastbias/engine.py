@@ -6,7 +6,9 @@ call, returning to Python only to record the history. See the README sections
 """
 
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -272,9 +274,17 @@ def _drive(runs, steps, threads):
                 r._record_row()
 
 
-def _advance(runs, n, threads):
-    import numba
+_EXECUTORS = {}
 
+
+def _executor(workers):
+    ex = _EXECUTORS.get(workers)
+    if ex is None:
+        ex = _EXECUTORS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastbias")
+    return ex
+
+
+def _advance(runs, n, threads):
     p = runs[0]._problem
     R = len(runs)
     thetas = np.stack([r._theta for r in runs])
@@ -308,14 +318,22 @@ def _advance(runs, n, threads):
     step = np.array([r._step_size for r in runs])
     loss = LOSSES[runs[0]._loss]
     adaptive = runs[0]._step == "adaptive"
-    old = numba.get_num_threads()
-    if threads is not None:
-        numba.set_num_threads(threads)
-    try:
-        _gd.gd_batch(thetas, *p.loop_args(), Zs, group_start, group_data, p.pw, X2s, Xhs, loss, adaptive, step, n, stats)
-    finally:
-        if threads is not None:
-            numba.set_num_threads(old)
+    args = p.loop_args()
+
+    def run_group(g):
+        a, b = group_start[g], group_start[g + 1]
+        d = group_data[g]
+        _gd.gd_group(thetas[a:b], *args, Zs[d], p.pw, X2s[d], Xhs[d], loss, adaptive, step[a:b], n, stats[a:b])
+
+    ngroups = len(group_data)
+    workers = min(ngroups, threads if threads is not None else (os.cpu_count() or 1))
+    if workers <= 1:
+        for g in range(ngroups):
+            run_group(g)
+    else:
+        # the compiled loop releases the GIL; every group runs the same machine code
+        # whichever thread takes it, so the bits do not depend on the thread count
+        list(_executor(workers).map(run_group, range(ngroups)))
     for i, r in enumerate(runs):
         if r.status != "running":
             continue
@@ -455,8 +473,9 @@ def fit_many(X, y, *, arch, seeds=(0,), depth=None, widths=None, loss="exp", ste
     """Many runs at once, in parallel over cores: every (dataset, seed) pair.
 
     ``X`` is (N, D) or a stack (S, N, D) of datasets with ``y`` (N,) or (S, N);
-    runs that share a dataset share its prepared data. ``threads`` sets Numba's
-    thread count for the call (default: all). Results are bitwise independent of
+    runs that share a dataset share its prepared data and go in lockstep groups
+    (one pass over the data per round serves a group). ``threads`` is the number
+    of worker threads over the groups (default: all cores). Results are bitwise independent of
     the thread count. Returns a list of ``Run`` in the order
     ``[(s, seed) for s in datasets for seed in seeds]``.
     """

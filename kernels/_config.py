@@ -37,7 +37,3 @@ def exact_kernel(fn):
     """Like ``kernel``, but without reassociation (see ``EXACT_OPTIONS``)."""
     return numba.njit(**EXACT_OPTIONS)(fn)
 
-
-def parallel_kernel(fn):
-    """Like ``kernel``, with ``prange`` loops run on Numba's thread pool."""
-    return numba.njit(parallel=True, **JIT_OPTIONS)(fn)

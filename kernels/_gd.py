@@ -31,9 +31,7 @@ halved), so the loss never increases.
 
 import numpy as np
 
-from numba import prange
-
-from ._config import exact_kernel, inline_kernel, kernel, parallel_kernel
+from ._config import exact_kernel, inline_kernel, kernel
 from ._full import chain_row, vjp_row
 
 PROD = 0
@@ -654,18 +652,3 @@ def gd_run(theta, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, adapti
     st[0] = step
     gd_group(theta.reshape((1, theta.shape[0])), family, L, K, Ki, widths, offsets, Z, pw, X2, Xh,
              loss, adaptive, st, steps, stats.reshape((1, stats.shape[0])))
-
-
-@parallel_kernel
-def gd_batch(thetas, family, L, K, Ki, widths, offsets, Zs, group_start, group_data, pw, X2s, Xhs,
-             loss, adaptive, step, steps, stats):
-    """``gd_group`` for each group of runs, in parallel over groups. Group ``g`` is
-    rows ``group_start[g] : group_start[g + 1]``, on dataset ``Zs[group_data[g]]``.
-    The groups are fixed by the caller, not by the thread count, and a run's bits
-    do not depend on its group: results are independent of the thread count."""
-    for g in prange(group_start.shape[0] - 1):
-        s = group_start[g]
-        t = group_start[g + 1]
-        d = group_data[g]
-        gd_group(thetas[s:t], family, L, K, Ki, widths, offsets, Zs[d], pw, X2s[d], Xhs[d],
-                 loss, adaptive, step[s:t], steps, stats[s:t])
