@@ -6,13 +6,10 @@ exponential loss), memory of long runs, and cold start.
   (16,32,4)). ``time_fit`` is ``STEPS[arch, case]`` iterations of the driver ``fit``
   uses (``Run.resume`` of a ``fit(steps=0)`` run, log-spaced history recorded):
   divide by the steps for µs per iteration. ``time_fit_setup`` is ``fit(steps=0)``
-  (validation, the separability LP, the prepared data), paid once per call. Numba's
-  thread count is 1 here, as in ``peers.py``.
-* ``FitThreads``: conv (16,32,4), 10^5 steps, with Numba's thread count 1 and the
-  default: ``fit`` sends its one run through the parallel ``gd_batch``, a fork/join
-  over all of Numba's threads at every record point, which costs milliseconds when
-  the other cores are busy.
-* ``FitMany``: 64 seeds sharing one dataset, ``threads`` 1 and 2, ``record="last"``:
+  (validation, the separability LP, the prepared data), paid once per call. ``fit``
+  runs its one run on the calling thread (``gd_group`` with one run).
+* ``FitMany``: 64 seeds sharing one dataset (8 lockstep groups of ``engine.GROUP``
+  runs on a pool of ``threads`` workers), ``threads`` 1 and 2, ``record="last"``:
   ``time_fit_many`` is ``fit_many(steps=BATCH_STEPS[case])``; µs per run-iteration
   = (time_fit_many - time_fit_many_setup) / (64 steps).
 * ``LongRunMemory``: ``peakmem_fit`` (the process's peak RSS) and
@@ -34,8 +31,6 @@ one process.
 import copy
 import functools
 import tracemalloc
-
-import numba
 
 import fastbias
 from fastbias.data import gaussian_dataset
@@ -100,10 +95,8 @@ class Fit:
     timeout = 300
 
     def setup(self, arch, case):
-        self._threads = numba.get_num_threads()  # teardown runs after a skip too
         depth_of(arch, case)
         warm_engine()
-        numba.set_num_threads(1)
         self.run = copy.deepcopy(initial_run(arch, case))
         self.steps = STEPS[arch, case]
         N, D, _ = parse_case(case)
@@ -115,29 +108,6 @@ class Fit:
 
     def time_fit_setup(self, arch, case):
         fastbias.fit(self.X, self.y, arch=arch, depth=self.depth, steps=0)
-
-    def teardown(self, arch, case):
-        numba.set_num_threads(self._threads)
-
-
-class FitThreads:
-    params = [["1", "all"]]
-    param_names = ["numba_threads"]
-    number = 1
-    warmup_time = 0.0
-    timeout = 300
-
-    def setup(self, numba_threads):
-        warm_engine()
-        self._threads = numba.get_num_threads()
-        numba.set_num_threads(1 if numba_threads == "1" else numba.config.NUMBA_NUM_THREADS)
-        self.run = copy.deepcopy(initial_run("conv", "16x32x4"))
-
-    def time_fit(self, numba_threads):
-        self.run.resume(100_000)
-
-    def teardown(self, numba_threads):
-        numba.set_num_threads(self._threads)
 
 
 class FitMany:
@@ -152,7 +122,7 @@ class FitMany:
         N, D, self.L = parse_case(case)
         self.X, self.y = dataset(N, D)
         self.steps = BATCH_STEPS[case]
-        self._fit_many(threads, 2)  # start Numba's thread pool
+        self._fit_many(threads, 2)  # start fit_many's thread pool
 
     def _fit_many(self, threads, steps):
         return fastbias.fit_many(self.X, self.y, arch="conv", depth=self.L, seeds=range(BATCH_SEEDS),

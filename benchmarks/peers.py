@@ -12,12 +12,11 @@ same network from the same initial weights, on one CPU thread:
 
 * ``fastbias``: ``fastbias.fit(..., step="adaptive")`` per iteration with its
   log-spaced history recording: ``Run.resume(n)`` of a copy of a ``fit(steps=0)``
-  run (the same driver as ``fit``; n >= 10^4), with Numba's thread count set to 1
-  like the peers. ``fit``'s per-call setup (validation, the separability LP, the
-  prepared data) is reported apart (``setup ms``), and, in full runs, ``fit`` with
-  Numba's default thread count (its one run then goes through a fork/join over all
-  threads at every record point). Also the raw compiled loops with no Python
-  around them: ``_gd.gd_run`` and ``_gd.gd_batch`` with one run (what ``fit`` calls).
+  run (the same driver as ``fit``; n >= 10^4); ``fit`` runs its one run on the
+  calling thread (no Numba threads). ``fit``'s per-call setup (validation, the
+  separability LP, the prepared data) is reported apart (``setup ms``). Also the raw
+  compiled loops with no Python around them: ``_gd.gd_run`` and ``_gd.gd_group``
+  with one run (R = 1, what ``fit`` calls).
 * ``torch``: PyTorch eager with autograd, the time-domain net of eqs. (2)-(3)
   (``h_l = h_{l-1} * w_l`` circular cross-correlations, ``f = <h_{L-1}, w_L>``),
   ``log L = logsumexp(-m)``, ``backward``, and the normalized-GD step ``eta = c / L``
@@ -54,7 +53,8 @@ machine absolute times drift: the ratios (peer / fastbias), measured in one
 process, are what carries over.
 
 Also: 10^6 fastbias iterations at (16, 32, 4) wall time, and ``fit_many`` with 64
-seeds sharing one dataset at threads=1 and threads=2 (microseconds per
+seeds sharing one dataset at threads=1 and threads=2 (8 lockstep groups of
+``engine.GROUP`` = 8 runs on a thread pool of that many workers; microseconds per
 run-iteration, (T(steps=n) - T(steps=0)) / (64 n), ``record="last"``).
 """
 
@@ -77,7 +77,7 @@ import numpy as np  # noqa: E402
 
 import fastbias  # noqa: E402
 from fastbias.data import gaussian_dataset  # noqa: E402
-from fastbias.engine import Problem  # noqa: E402
+from fastbias.engine import GROUP, Problem  # noqa: E402
 from fastbias.kernels import _gd  # noqa: E402
 
 CONV_CASES = ((16, 32, 2), (16, 32, 4), (128, 128, 3), (256, 1024, 3))
@@ -189,69 +189,21 @@ class FastbiasFit:
         return self.r.beta
 
 
-class FastbiasFitAllThreads(FastbiasFit):
-    """``FastbiasFit`` with Numba's default thread count (what a user gets: ``fit``
-    runs its one run through the parallel ``gd_batch``, a fork/join over all of
-    Numba's threads at every recorded step)."""
-
-    label = "fit all-threads"
-
-    def run(self, n):
-        import numba
-
-        old = numba.get_num_threads()
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        try:
-            return super().run(n)
-        finally:
-            numba.set_num_threads(old)
-
-
-def fork_join_cost(calls=100):
-    """{threads: (median, mean) seconds} of a one-run, one-step ``gd_batch`` call at 1
-    and at all of Numba's threads (the parallel region's fork/join, which ``fit``
-    pays at every record point)."""
-    import numba
-
-    case = Case("conv", 16, 32, 2)
-    raw = FastbiasRaw(case, batch=True)
-    old = numba.get_num_threads()
-    out = {}
-    try:
-        for nt in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(nt)
-            raw.run(1)
-            ts = []
-            for _ in range(calls):
-                t0 = time.perf_counter()
-                raw.run(1)
-                ts.append(time.perf_counter() - t0)
-            out[nt] = (float(np.median(ts)), float(np.mean(ts)))
-    finally:
-        numba.set_num_threads(old)
-    return out
-
-
 class FastbiasRaw:
-    """The compiled loop alone: ``_gd.gd_run`` (``batch=False``) or ``_gd.gd_batch``
-    with one run (what ``fit`` calls), from the case's initial ``theta``."""
+    """The compiled loop alone: ``_gd.gd_run`` (``group=False``) or ``_gd.gd_group``
+    with one run, R = 1 (what ``fit`` calls), from the case's initial ``theta``."""
 
-    def __init__(self, case, batch, adaptive=True, step=1.0):
-        self.case, self.batch, self.adaptive, self.step = case, batch, adaptive, step
-        self.label = "gd_batch(1)" if batch else "gd_run"
-        p = case.problem
-        self.Zs = np.ascontiguousarray(p.Z[None])
-        self.group_start = np.array([0, 1], np.int64)  # one group of one run, on dataset 0
-        self.group_data = np.zeros(1, np.int64)
+    def __init__(self, case, group, adaptive=True, step=1.0):
+        self.case, self.group, self.adaptive, self.step = case, group, adaptive, step
+        self.label = "gd_group(1)" if group else "gd_run"
 
     def run(self, n):
         p = self.case.problem
-        if self.batch:
+        if self.group:
             theta = self.case.theta0[None].copy()
             stats = np.zeros((1, _gd.N_STATS))
-            _gd.gd_batch(theta, *p.loop_args(), self.Zs, self.group_start, self.group_data, p.pw,
-                         np.array([p.X2]), np.array([p.Xh]), _gd.EXP_LOSS, self.adaptive, np.array([self.step]),
-                         n, stats)
+            _gd.gd_group(theta, *p.loop_args(), p.Z, p.pw, p.X2, p.Xh, _gd.EXP_LOSS, self.adaptive,
+                         np.array([self.step]), n, stats)
             theta, stats = theta[0], stats[0]
         else:
             theta = self.case.theta0.copy()
@@ -513,7 +465,7 @@ def check(case, impls):
         if isinstance(im, FastbiasFit):
             continue
         if isinstance(im, FastbiasRaw):
-            got = FastbiasRaw(case, im.batch, adaptive=False, step=case.eta_fixed).run(CHECK_STEPS)
+            got = FastbiasRaw(case, im.group, adaptive=False, step=case.eta_fixed).run(CHECK_STEPS)
         else:
             got = im.run(CHECK_STEPS, fixed=True)
         errs[im.label] = _relerr(got, ref)
@@ -596,10 +548,8 @@ def min_time(fn, repeats):
 # =========================================================================== one case
 
 
-def impls_for(case, variants, all_threads):
-    out = [FastbiasFit(case), FastbiasRaw(case, batch=False), FastbiasRaw(case, batch=True)]
-    if all_threads:
-        out.append(FastbiasFitAllThreads(case))
+def impls_for(case, variants):
+    out = [FastbiasFit(case), FastbiasRaw(case, group=False), FastbiasRaw(case, group=True)]
     if case.arch == "conv":
         for v in variants:
             out.append(TorchEager(case, v))
@@ -612,8 +562,8 @@ def impls_for(case, variants, all_threads):
     return out
 
 
-def run_case(case, variants, repeats, min_sample_s, log, all_threads):
-    impls = impls_for(case, variants, all_threads)
+def run_case(case, variants, repeats, min_sample_s, log):
+    impls = impls_for(case, variants)
     t0 = time.perf_counter()
     errs, halvings = check(case, impls)
     bad = {k: e for k, e in errs.items() if not e <= CHECK_RTOL and not (k.endswith("(adaptive)") and halvings)}
@@ -624,7 +574,7 @@ def run_case(case, variants, repeats, min_sample_s, log, all_threads):
         f"{max(errs.values()):.1e}; fastbias adaptive halvings in {CHECK_STEPS} steps: {halvings})")
     t0 = time.perf_counter()
     per_iter, inner = measure(impls, repeats, min_sample_s,
-                              same_n={"gd_batch(1)": "gd_run", "fit all-threads": "fastbias"})
+                              same_n={"gd_group(1)": "gd_run"})
     setup = min_time(impls[0].setup, max(3, repeats))
     diverged = [im.label for im in impls if hasattr(im, "log_loss") and not math.isfinite(im.log_loss)]
     log(f"{case.name}: timed in {time.perf_counter() - t0:.1f} s (iterations per sample: "
@@ -636,24 +586,15 @@ def run_case(case, variants, repeats, min_sample_s, log, all_threads):
 # =========================================================================== long and batched runs
 
 
-def long_run(steps, repeats, threads):
-    """Wall seconds of ``fit(conv, depth 4, (16,32), steps)`` with Numba's thread
-    count set to ``threads``, and the Run."""
-    import numba
-
+def long_run(steps, repeats):
+    """Wall seconds of ``fit(conv, depth 4, (16,32), steps)`` (min over repeats), and the Run."""
     case = Case("conv", 16, 32, 4)
     runs = []
 
     def go():
         runs.append(fastbias.fit(case.X, case.y, arch="conv", depth=4, steps=steps))
 
-    old = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        t = min_time(go, repeats)
-    finally:
-        numba.set_num_threads(old)
-    return t, runs[-1]
+    return min_time(go, repeats), runs[-1]
 
 
 class FitMany:
@@ -723,24 +664,14 @@ def main(argv=None):
     _torch()
     _jax()
     fastbias.fit(*gaussian_dataset(8, 8, seed=0), arch="conv", depth=2, steps=2)  # load the compiled loops
-    all_threads = numba.config.NUMBA_NUM_THREADS
-    fork_join = fork_join_cost()
-    log("one-run gd_batch call (median, mean): " + ", ".join(
-        f"{k} thread(s) {v[0] * 1e6:.0f}, {v[1] * 1e6:.0f} µs" for k, v in fork_join.items()))
-    # Single runs on one thread, like the peers (fit would otherwise fork/join all of
-    # Numba's threads for its one run at every record point; "fit all-threads" shows it).
-    numba.set_num_threads(1)
     results = {}
     for N, D, L in CONV_CASES:
         variants = (("gather" if D <= GATHER_MAX_D else "fft"),) if args.quick else ("gather", "fft")
-        results["conv", N, D, L] = run_case(Case("conv", N, D, L), variants, repeats, min_sample_s, log,
-                                            all_threads=not args.quick)
+        results["conv", N, D, L] = run_case(Case("conv", N, D, L), variants, repeats, min_sample_s, log)
     for arch, N, D, L in OTHER_CASES:
-        results[arch, N, D, L] = run_case(Case(arch, N, D, L), (), repeats, min_sample_s, log, all_threads=False)
-    long_steps = 10**6
-    long = {nt: long_run(long_steps, 1 if args.quick else 3, nt) for nt in (1, all_threads)}
-    log("10^6 steps: " + ", ".join(f"{nt} thread(s) {t:.2f} s" for nt, (t, _) in long.items()))
-    numba.set_num_threads(all_threads)
+        results[arch, N, D, L] = run_case(Case(arch, N, D, L), (), repeats, min_sample_s, log)
+    t_long, r_long = long_run(10**6, 1 if args.quick else 3)
+    log(f"10^6 steps: {t_long:.2f} s")
     batch = {}
     for N, D, L in BATCH_CASES:
         batch[N, D, L] = batched(N, D, L, repeats, max(min_sample_s, 0.1 if args.quick else 0.3))
@@ -752,22 +683,22 @@ def main(argv=None):
     p("# fastbias engine vs PyTorch and JAX (float64, exp loss, one CPU thread)")
     p("")
     p(f"`python benchmarks/peers.py{' --quick' if args.quick else ''}`: fastbias {fastbias.__version__}, "
-      f"numba {numba.__version__} ({numba.threading_layer()} layer, {all_threads} threads), torch {torch.__version__}, "
+      f"numba {numba.__version__}, torch {torch.__version__}, "
       f"jax {jax.__version__}, numpy {np.__version__}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs "
       f"({load_start} at the start, {_loadavg()} at the end); {repeats} interleaved repeats, "
       f">= {min_sample_s * 1e3:g} ms per sample, min over repeats; total {elapsed:.0f} s.")
     p("")
     p("µs per iteration. `fit`: `fastbias.fit(step=\"adaptive\")` per iteration with its history recording "
-      "(`Run.resume(n)` of a `fit(steps=0)` run) with Numba's thread count set to 1, like the peers; "
+      "(`Run.resume(n)` of a `fit(steps=0)` run; one run on the calling thread, like the peers); "
       "`setup ms`: `fit(steps=0)` (validation, the separability LP, the prepared data); `gd_run`, "
-      "`gd_batch(1)`: the compiled loop alone, called directly (`fit` calls `gd_batch`). "
+      "`gd_group(1)`: the compiled loop alone, called directly (`fit` calls `gd_group` with one run). "
       "`torch` (eager + autograd) and `jax-td` (jit + fori_loop + grad): the time-domain net, normalized-GD "
       "steps, the faster of the gather/fft variants (named). `jax-ours`: fastbias's frequency-domain "
       "iteration in JAX without the segment certification and guard; `+cert`: with them. "
       "Ratios: peer / `fit`. † the peer's loss became non-finite within the timed iterations "
       "(constant-c normalized GD blows up at depth >= 2).")
     p("")
-    p("| net (N,D,L) | fit | gd_run | gd_batch(1) | setup ms | torch | jax-td | jax-ours | "
+    p("| net (N,D,L) | fit | gd_run | gd_group(1) | setup ms | torch | jax-td | jax-ours | "
       "jax-ours+cert | torch/fit | jax-td/fit | jax-ours/fit | +cert/fit |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, res in results.items():
@@ -788,7 +719,7 @@ def main(argv=None):
             return "—" if v is None else f"{v / fit:.1f}"
 
         p(f"| {arch} ({N},{D},{L}) | {_us(fit)} | {_us(t['gd_run'])} | "
-          f"{_us(t['gd_batch(1)'])} | {res['setup'] * 1e3:.1f} | {cell(tk, tt)} | {cell(jk, jt)} | "
+          f"{_us(t['gd_group(1)'])} | {res['setup'] * 1e3:.1f} | {cell(tk, tt)} | {cell(jk, jt)} | "
           f"{cell('jax-ours', ours)} | {cell('jax-ours+cert', cert)} | "
           f"{ratio(tt)} | {ratio(jt)} | {ratio(ours)} | {ratio(cert)} |")
     if not args.quick:
@@ -797,28 +728,20 @@ def main(argv=None):
             f"({k[1]},{k[2]},{k[3]}) " + ", ".join(
                 f"{lab} {_us(v)}" for lab, v in res["per_iter"].items() if lab.startswith(("torch-", "jax-td-")))
             for k, res in results.items() if k[0] == "conv") + ".")
-        p("")
-        p(f"`fit` with Numba's default {all_threads} threads (µs/iter, same n as `fit`): " + "; ".join(
-            f"({k[1]},{k[2]},{k[3]}) {_us(res['per_iter']['fit all-threads'])}"
-            for k, res in results.items() if "fit all-threads" in res["per_iter"]) + ".")
-    p("")
-    p("A one-run, one-step `gd_batch` call (what `fit` makes at each record point), median / mean of 100: "
-      + ", ".join(f"{nt} thread(s) {v[0] * 1e6:,.0f} / {v[1] * 1e6:,.0f} µs" for nt, v in fork_join.items()) + ".")
     p("")
     fixed_errs = {k: max(v for kk, v in res["errs"].items() if "adaptive" not in kk) for k, res in results.items()}
     ad_errs = {k: max(v for kk, v in res["errs"].items() if "adaptive" in kk) for k, res in results.items()}
     p(f"Checks (before timing): after {CHECK_STEPS} fixed steps from the same weights, every peer, `gd_run` "
-      f"and `gd_batch` agree with `fastbias.fit(step=\"fixed\")` on beta to max relative difference "
+      f"and `gd_group` agree with `fastbias.fit(step=\"fixed\")` on beta to max relative difference "
       f"{max(fixed_errs.values()):.0e}; after {CHECK_STEPS} adaptive steps `Run.resume`, jax-ours and "
       f"jax-ours+cert agree with `fastbias.fit` to {max(ad_errs.values()):.0e} "
       f"(fastbias halved no step: {all(res['halvings'] == 0 for res in results.values())}).")
     p("")
-    t_long, r_long = long[1]
     p(f"Long run: `fastbias.fit(X, y, arch=\"conv\", depth=4, steps=10**6)` at (16,32): {t_long:.2f} s wall "
-      f"with Numba's thread count 1, {long[all_threads][0]:.2f} s with {all_threads} "
       f"({len(r_long.history)} history rows, log L = {r_long.log_loss:.4g}).")
     p("")
     p(f"Batched: `fit_many` with {BATCH_SEEDS} seeds sharing one dataset (conv, `record=\"last\"`), "
+      f"{BATCH_SEEDS // GROUP} lockstep groups of {GROUP} runs on a pool of `threads` workers, "
       "µs per run-iteration ((T(steps=n) - T(steps=0)) / (64 n)):")
     p("")
     p("| (N,D,L) | threads=1 | threads=2 | 2-thread speedup | setup ms | results equal across threads |")
@@ -844,8 +767,7 @@ def main(argv=None):
         t = conv[N, D, L]
         p(f"- [{tick(t['fastbias'] <= lim * 1e-6)}] conv ({N},{D},{L}) <= {lim:g} µs/iter: fit {_us(t['fastbias'])}, "
           f"gd_run {_us(t['gd_run'])}")
-    p(f"- [{tick(t_long <= 0.3)}] 10^6 iterations at (16,32,4) <= 0.3 s: {t_long:.2f} s "
-      f"({long[all_threads][0]:.2f} s with {all_threads} Numba threads)")
+    p(f"- [{tick(t_long <= 0.3)}] 10^6 iterations at (16,32,4) <= 0.3 s: {t_long:.2f} s")
     for (N, D, L), lim in (((16, 32, 4), 0.1), ((128, 128, 3), 1.5)):
         t = batch[N, D, L][0]
         p(f"- [{tick(min(t.values()) <= lim * 1e-6)}] batched 64 runs ({N},{D},{L}) <= {lim:g} µs per "
