@@ -312,7 +312,7 @@ def _advance(runs, n, threads):
                 size = 0
     group_start = np.array(starts, dtype=np.int64)
     group_data = np.array(data, dtype=np.int64)
-    Zs = np.stack([q.Z for q in datasets])
+    Zs = datasets[0].Z[None] if len(datasets) == 1 else np.stack([q.Z for q in datasets])
     X2s = np.array([q.X2 for q in datasets])
     Xhs = np.array([q.Xh for q in datasets])
     step = np.array([r._step_size for r in runs])
