@@ -304,6 +304,40 @@ def prod_beta(Wr, Wi, r, b):
 
 
 @inline_kernel
+def prod_trial(cWr, cWi, Ur, Ui, mu, r, tWr, tWi, b):
+    """The trial point ``W + mu U`` of run ``r`` and its ``b_r = prod_l W_l``, in one
+    sweep (the same arithmetic as an update followed by ``prod_beta``)."""
+    L = cWr.shape[1]
+    K = cWr.shape[2]
+    Ki = cWi.shape[2]
+    for k in range(K):
+        x = cWr[r, 0, k] + mu * Ur[r, 0, k]
+        tWr[r, 0, k] = x
+        b[r, k] = x
+    if Ki == 0:
+        for l in range(1, L):
+            for k in range(K):
+                x = cWr[r, l, k] + mu * Ur[r, l, k]
+                tWr[r, l, k] = x
+                b[r, k] *= x
+        return
+    for k in range(K):
+        x = cWi[r, 0, k] + mu * Ui[r, 0, k]
+        tWi[r, 0, k] = x
+        b[r, K + k] = x
+    for l in range(1, L):
+        for k in range(K):
+            wr = cWr[r, l, k] + mu * Ur[r, l, k]
+            wi = cWi[r, l, k] + mu * Ui[r, l, k]
+            tWr[r, l, k] = wr
+            tWi[r, l, k] = wi
+            br = b[r, k]
+            bi = b[r, K + k]
+            b[r, k] = br * wr - bi * wi
+            b[r, K + k] = br * wi + bi * wr
+
+
+@inline_kernel
 def _max(v, n):
     """max(v[:n]) (NaN entries are skipped: a NaN weight shows up in the loss)."""
     mx = v[0]
@@ -570,12 +604,7 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
                     halv[r] += 1
             mu = mult[r]
             if prod:
-                for l in range(L):
-                    for k in range(kk):
-                        tWr[r, l, k] = cWr[r, l, k] + mu * Ur[r, l, k]
-                    for k in range(ki):
-                        tWi[r, l, k] = cWi[r, l, k] + mu * Ui[r, l, k]
-                prod_beta(tWr, tWi, r, b)
+                prod_trial(cWr, cWi, Ur, Ui, mu, r, tWr, tWi, b)
             else:
                 for i in range(P):
                     tn[r, i] = cur[r, i] + mu * U[r, i]
