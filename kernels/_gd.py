@@ -339,11 +339,12 @@ def prod_trial(cWr, cWi, Ur, Ui, mu, r, tWr, tWi, b):
 
 @inline_kernel
 def _max(v, n):
-    """max(v[:n]) (NaN entries are skipped: a NaN weight shows up in the loss)."""
+    """max(v[:n]), branch-free (the values compared are random: a branch would
+    mispredict). NaN entries are skipped: a NaN weight shows up in the loss."""
     mx = v[0]
     for k in range(1, n):
-        if v[k] > mx:
-            mx = v[k]
+        x = v[k]
+        mx = x if x > mx else mx
     return mx
 
 
