@@ -14,7 +14,7 @@ import numpy as np
 
 from fastbias.data import check_dataset, is_separable
 from fastbias.kernels import _gd
-from fastbias.kernels._validate import as_float_array, check_int
+from fastbias.kernels._validate import as_float_array, check_choice, check_int
 
 ARCHS = ("linear", "fc", "diag", "conv")
 LOSSES = {"exp": _gd.EXP_LOSS, "logistic": _gd.LOGISTIC_LOSS}
@@ -32,14 +32,6 @@ HISTORY_COLUMNS = (
     "step", "log_loss", "min_margin", "normalized_margin", "beta_norm",
     "weight_norm", "step_size", "log_step_size", "halvings",
 )
-
-
-def _check_choice(value, name, choices):
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def _positive_float(value, name):
@@ -353,9 +345,9 @@ def _advance(runs, n, threads):
 
 def _prepare(X, y, *, arch, depth, widths, loss, steps, step, step_size, init_scale, allow_nonseparable, record):
     X, y = check_dataset(X, y)
-    _check_choice(arch, "arch", ARCHS)
-    _check_choice(loss, "loss", tuple(LOSSES))
-    _check_choice(step, "step", STEPS)
+    check_choice(arch, "arch", ARCHS)
+    check_choice(loss, "loss", tuple(LOSSES))
+    check_choice(step, "step", STEPS)
     if depth is None:
         depth = 1 if arch == "linear" else 2
     depth = check_int(depth, "depth", 1)
@@ -379,7 +371,7 @@ def _prepare(X, y, *, arch, depth, widths, loss, steps, step, step_size, init_sc
         if step_size >= 2.0:
             raise ValueError(f"step='adaptive' certifies eta = c / (L S) only for c < 2, got step_size={step_size}")
     if isinstance(record, str):
-        _check_choice(record, "record", ("log", "last"))
+        check_choice(record, "record", ("log", "last"))
     else:
         record = check_int(record, "record", 1)
     if not is_separable(X, y):

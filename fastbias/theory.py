@@ -33,7 +33,7 @@ import cvxpy as cp
 from scipy.optimize import nnls
 
 from fastbias.data import check_dataset, is_separable
-from fastbias.kernels._validate import as_float_array, check_int
+from fastbias.kernels._validate import as_float_array, check_choice, check_int
 
 __all__ = [
     "max_margin", "kkt_residual", "stationary_point", "predicted",
@@ -62,14 +62,6 @@ SUPPORT_TOLS = (1e-12, 1e-10, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 3e-2, 1e
 # --------------------------------------------------------------------------- validation
 
 
-def _choice(value, name, choices):
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
 def _vector(v, name, D):
     v = as_float_array(v, name)
     if v.shape != (D,):
@@ -91,7 +83,7 @@ def _depth(depth):
 
 
 def _arch_depth(arch, depth):
-    arch = _choice(arch, "arch", ARCHS)
+    arch = check_choice(arch, "arch", ARCHS)
     depth = _depth(depth)
     if arch == "linear" and depth != 1:
         raise ValueError(f"arch='linear' has depth 1, got depth={depth} (use arch='fc' for deep networks)")
@@ -177,7 +169,7 @@ def _transform(v, domain):
 
 def penalty_value(beta, penalty):
     """``||beta||_2``, ``||beta||_1`` or ``sum_d |beta_hat[d]|`` (all D coefficients)."""
-    penalty = _choice(penalty, "penalty", PENALTIES)
+    penalty = check_choice(penalty, "penalty", PENALTIES)
     beta = np.asarray(beta, dtype=np.float64)
     if penalty == "l2":
         return float(np.linalg.norm(beta))
@@ -422,7 +414,7 @@ def max_margin(X, y, penalty):
     returns a solution. Warns (RuntimeWarning) when the solution is inaccurate
     (status optimal_inaccurate, duality gap or dual infeasibility above ACCURACY_TOL).
     """
-    penalty = _choice(penalty, "penalty", PENALTIES)
+    penalty = check_choice(penalty, "penalty", PENALTIES)
     X, y = _separable_data(X, y)
     N, D = X.shape
     A = y[:, None] * X
@@ -639,7 +631,7 @@ def kkt_residual(X, y, beta, p, domain, *, margin_tols=MARGIN_TOLS, support_tols
     N, D = X.shape
     beta = _vector(beta, "beta", D)
     p = _exponent(p)
-    domain = _choice(domain, "domain", DOMAINS)
+    domain = check_choice(domain, "domain", DOMAINS)
     margin_tols = _tols(margin_tols, "margin_tols")
     support_tols = _tols(support_tols, "support_tols")
     A = y[:, None] * X
@@ -771,7 +763,7 @@ def stationary_point(X, y, p, domain, start=None, *, eps_start=1e-2, eps_stop=1e
     X, y = _separable_data(X, y)
     N, D = X.shape
     p = _exponent(p)
-    domain = _choice(domain, "domain", DOMAINS)
+    domain = check_choice(domain, "domain", DOMAINS)
     if start is not None:
         start = _vector(start, "start", D)
         if not np.any(start):

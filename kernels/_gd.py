@@ -32,7 +32,7 @@ halved), so the loss never increases.
 import numpy as np
 
 from ._config import exact_kernel, inline_kernel, kernel
-from ._full import chain_row, vjp_row
+from ._full import chain_offsets, chain_row, vjp_row
 
 PROD = 0
 FULL = 1
@@ -496,17 +496,11 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
     sw = np.empty(kk)
     su = np.empty(kk)
     ipw = 1.0 / pw
-    # FULL buffers
-    roff = np.zeros(L + 2, np.int64)
-    wmax = 1
-    if not prod:
-        for l in range(1, L + 1):
-            roff[l + 1] = roff[l] + widths[l]
-        for l in range(widths.shape[0]):
-            wmax = max(wmax, widths[l])
-    rs = np.empty((R, roff[L + 1]))
-    av_ = np.empty(wmax)
-    tv_ = np.empty(wmax)
+    # FULL buffers (PROD passes widths = (1, 1): harmless sizes)
+    roff = chain_offsets(widths)
+    rs = np.empty((R, roff[-1]))
+    av_ = np.empty(widths.max())
+    tv_ = np.empty(widths.max())
     # per-run scalars
     a = np.empty((R, L))
     um = np.empty((R, L))

@@ -105,12 +105,14 @@ def raise_not_finite(name, index=None):
     raise ValueError(f"{_name(name, index)} contains NaN or inf")
 
 
-def check_backend(backend, allowed):
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, one of {allowed}, got {type(backend).__name__}")
-    if backend not in allowed:
-        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
-    return backend
+def check_choice(value, name, choices):
+    """``value`` if it is one of the strings ``choices``; else TypeError/ValueError
+    naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
 
 
 def broadcast_batch(name_a, a, core_a, name_b, b, core_b):

@@ -34,7 +34,7 @@ from ._validate import (
     as_batched,
     as_float_array,
     batched_pair,
-    check_backend,
+    check_choice,
     check_finite,
     copy_finite,
     raise_not_finite,
@@ -76,11 +76,11 @@ def choose_backend(D):
 
 def _backend(backend, D):
     if type(backend) is not str:
-        backend = str(check_backend(backend, _ALLOWED))  # raises unless a str subclass
+        backend = str(check_choice(backend, "backend", _ALLOWED))  # raises unless a str subclass
     if backend == "auto":
         return choose_backend(D)
     if backend not in BACKENDS:
-        check_backend(backend, _ALLOWED)  # raises
+        check_choice(backend, "backend", _ALLOWED)  # raises
     return backend
 
 
