@@ -41,6 +41,27 @@ def _demo(args):
     return 0
 
 
+def _paper(args):
+    import time
+
+    from . import paper
+
+    kind = "smoke" if args.smoke else ("quick" if args.quick else "full")
+    cfg = paper.config(kind, seed=args.seed)
+    out = args.out
+    t0 = time.perf_counter()
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    say(f"fastbias paper ({kind}, seed {args.seed}): {len(cfg.datasets)} datasets x {len(cfg.init_seeds)} "
+        f"initializations x {len(cfg.steps)} architectures/depths -> {out}")
+    report = paper.run_paper(cfg, out, progress=not args.quiet, log=say)
+    print(paper.claims_table(report), end="")
+    n = len(report["claims"])
+    ok = sum(c["passed"] for c in report["claims"])
+    print(f"\n{ok}/{n} claims passed; report: {out}/report.md, {out}/report.json "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastbias", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,9 +70,21 @@ def main(argv=None):
     demo.add_argument("--depth", type=int, default=3)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+    pap = sub.add_parser("paper", help="reproduce the paper's claims: GD on every architecture and depth, "
+                                       "compared with the theory; writes report.json, report.md and figures")
+    size = pap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="fewer datasets and steps (about 2 minutes)")
+    size.add_argument("--smoke", action="store_true", help="a seconds-long pass through every code path "
+                                                           "(tiny sizes; its numbers confirm nothing)")
+    pap.add_argument("--out", default="fastbias-paper", help="output folder (default: ./fastbias-paper)")
+    pap.add_argument("--seed", type=int, default=0, help="seed of the datasets and initializations (default 0)")
+    pap.add_argument("--quiet", action="store_true", help="no progress bar or notes; print only the claims table")
+    pap.set_defaults(func=_paper)
     args = parser.parse_args(argv)
     if args.command == "demo" and (args.dim < 1 or args.depth < 1):
         parser.error("--dim and --depth must be >= 1")
+    if args.command == "paper" and args.seed < 0:
+        parser.error("--seed must be >= 0")
     return args.func(args)
 
 
