@@ -148,24 +148,24 @@ def beta_of(forward, params, D, *, check=True, seed=12345):
     return beta
 
 
-def conv_beta(ws):
-    """beta of the conv net of eqs. (2)-(3) for ``ws`` of shape batch + (L, D)."""
+def _layered_beta(forward, ws):
+    """beta of ``forward``'s network for each (L, D) block of ``ws`` (batch + (L, D))."""
     ws = np.asarray(ws, dtype=np.float64)
     D = ws.shape[-1]
     out = np.empty(ws.shape[:-2] + (D,))
     for idx in np.ndindex(ws.shape[:-2]):
-        out[idx] = beta_of(conv_net_forward, ws[idx], D)
+        out[idx] = beta_of(forward, ws[idx], D)
     return out
+
+
+def conv_beta(ws):
+    """beta of the conv net of eqs. (2)-(3) for ``ws`` of shape batch + (L, D)."""
+    return _layered_beta(conv_net_forward, ws)
 
 
 def diag_beta(ws):
     """beta of the diagonal net for ``ws`` of shape batch + (L, D)."""
-    ws = np.asarray(ws, dtype=np.float64)
-    D = ws.shape[-1]
-    out = np.empty(ws.shape[:-2] + (D,))
-    for idx in np.ndindex(ws.shape[:-2]):
-        out[idx] = beta_of(diag_net_forward, ws[idx], D)
-    return out
+    return _layered_beta(diag_net_forward, ws)
 
 
 def full_beta(Ws):
