@@ -31,7 +31,7 @@ halved), so the loss never increases.
 
 import numpy as np
 
-from ._config import exact_kernel, inline_kernel, kernel
+from ._config import exact_kernel, fast_noalias_kernel, inline_kernel, kernel
 from ._full import chain_offsets, chain_row, vjp_row
 
 PROD = 0
@@ -134,7 +134,7 @@ def pass_start(r, ps, G):
         G[r, k] = 0.0
 
 
-@inline_kernel
+@fast_noalias_kernel
 def pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e):
     """Samples ``n0 .. n0+nb-1`` of the one pass over the data for run ``r``: their
     margins ``m_n = <Z_n, b_r>`` (contiguous dot products), one running-max update
@@ -143,11 +143,28 @@ def pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e):
     ``G_r = sum_n exp(a_n - Ma) Z_n`` while they are still in cache.
     ``m, av, e`` (BLOCK) are work buffers."""
     P = Z.shape[1]
-    for j in range(nb):
-        s = 0.0
+    # margins, four rows at a time (b is loaded once for four dot products)
+    nb4 = nb - nb % 4
+    for j in range(0, nb4, 4):
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
         for k in range(P):
-            s += Z[n0 + j, k] * b[r, k]
-        m[j] = s
+            bk = b[r, k]
+            s0 += Z[n0 + j, k] * bk
+            s1 += Z[n0 + j + 1, k] * bk
+            s2 += Z[n0 + j + 2, k] * bk
+            s3 += Z[n0 + j + 3, k] * bk
+        m[j] = s0
+        m[j + 1] = s1
+        m[j + 2] = s2
+        m[j + 3] = s3
+    for j in range(nb4, nb):
+        s0 = 0.0
+        for k in range(P):
+            s0 += Z[n0 + j, k] * b[r, k]
+        m[j] = s0
     Ma = ps[r, PS_MA]
     sa = ps[r, PS_SA]
     Ml = ps[r, PS_ML]
@@ -183,9 +200,21 @@ def pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e):
     for j in range(nb):
         m[j] = av[j] - Ma
     exp_block(m, e, nb)
+    # G += sum_j e_j Z_j, four rows at a time (G is loaded and stored once per four rows);
+    # rows with a zero weight add exact zeros
     for j in range(nb):
+        sa += e[j]
+    for j in range(0, nb4, 4):
+        e0 = e[j]
+        e1 = e[j + 1]
+        e2 = e[j + 2]
+        e3 = e[j + 3]
+        if e0 == 0.0 and e1 == 0.0 and e2 == 0.0 and e3 == 0.0:
+            continue
+        for k in range(P):
+            G[r, k] += (e0 * Z[n0 + j, k] + e1 * Z[n0 + j + 1, k]) + (e2 * Z[n0 + j + 2, k] + e3 * Z[n0 + j + 3, k])
+    for j in range(nb4, nb):
         ej = e[j]
-        sa += ej
         if ej != 0.0:
             for k in range(P):
                 G[r, k] += ej * Z[n0 + j, k]
@@ -339,13 +368,29 @@ def prod_trial(cWr, cWi, Ur, Ui, mu, r, tWr, tWi, b):
 
 @inline_kernel
 def _max(v, n):
-    """max(v[:n]), branch-free (the values compared are random: a branch would
-    mispredict). NaN entries are skipped: a NaN weight shows up in the loss."""
-    mx = v[0]
-    for k in range(1, n):
-        x = v[k]
-        mx = x if x > mx else mx
-    return mx
+    """max(v[:n]) for n >= 1 over four independent lanes (a single running max is a
+    chain of dependent compares; without ``nnan`` LLVM will not vectorize it).
+    NaN entries are skipped: a NaN weight shows up in the loss."""
+    m0 = v[0]
+    m1 = m0
+    m2 = m0
+    m3 = m0
+    n4 = n - n % 4
+    for k in range(0, n4, 4):
+        x0 = v[k]
+        x1 = v[k + 1]
+        x2 = v[k + 2]
+        x3 = v[k + 3]
+        m0 = x0 if x0 > m0 else m0
+        m1 = x1 if x1 > m1 else m1
+        m2 = x2 if x2 > m2 else m2
+        m3 = x3 if x3 > m3 else m3
+    for k in range(n4, n):
+        x0 = v[k]
+        m0 = x0 if x0 > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    return m2 if m2 > m0 else m0
 
 
 @inline_kernel

@@ -1,0 +1,558 @@
+"""Gradient descent on eight runs at once, one run per SIMD lane (PROD family).
+
+``gd_lanes`` does what ``_gd.gd_group`` does for diagonal and convolutional nets
+(same iteration, same certified step, same guard, same statuses and stats), with
+the state laid out runs-innermost: ``W[l, k, r]`` for lane ``r`` of ``LANES``.
+Every loop then ends in a loop over the eight lanes of constant length, which
+LLVM turns into one 512-bit (or two 256-bit) vector operation: the spectral bins,
+the layers and the samples of the data run as plain sequential loops, with no
+tails, no horizontal reductions and no per-run branches. Runs that share a dataset
+share every load of it.
+
+Each lane's arithmetic is the same sequence of operations whatever the other lanes
+hold, so a run gives the same bits in any lane of any group (``fit_many`` results
+do not depend on the thread count or on which runs are batched together). The
+order of operations differs from ``gd_group`` (sums over bins and samples are
+sequential here, blocked there), so the two agree to rounding, not bitwise.
+
+The phases are separate ``noalias`` kernels: with every array an argument, LLVM
+knows that they do not overlap and vectorizes the lane loops without runtime
+overlap checks. Callers pass distinct arrays for distinct arguments.
+"""
+
+import numpy as np
+
+from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
+from ._gd import (
+    EXP_LOSS, LOG_CERT, LOG_TINY, MAX_HALVINGS, N_STATS, NONFINITE, RUNNING, STATIONARY, STUCK,
+    ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS, _LN2_HI, _LN2_LO,
+    _LOG2E, _POW2, _log_softplus, _softplus,
+)
+
+LANES = 8
+_CERT = np.exp(LOG_CERT)  # 1.999
+
+__all__ = ["LANES", "gd_lanes"]
+
+
+@noalias_kernel
+def lanes_beta(Wr, Wi, bR, bI):
+    """``b = prod_l W_l`` per lane: ``bR`` (K, LANES) and, for complex spectra, ``bI``."""
+    L, K = Wr.shape[0], Wr.shape[1]
+    Ki = Wi.shape[1]
+    for k in range(K):
+        for r in range(LANES):
+            bR[k, r] = Wr[0, k, r]
+    for k in range(Ki):
+        for r in range(LANES):
+            bI[k, r] = Wi[0, k, r]
+    for l in range(1, L):
+        if Ki == 0:
+            for k in range(K):
+                for r in range(LANES):
+                    bR[k, r] *= Wr[l, k, r]
+        else:
+            for k in range(K):
+                for r in range(LANES):
+                    br = bR[k, r]
+                    bi = bI[k, r]
+                    wr = Wr[l, k, r]
+                    wi = Wi[l, k, r]
+                    bR[k, r] = br * wr - bi * wi
+                    bI[k, r] = br * wi + bi * wr
+
+
+@noalias_kernel
+def lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
+    """The trial points ``W + mult_r U`` and their ``b = prod_l W_l``, in one sweep."""
+    L, K = Wr.shape[0], Wr.shape[1]
+    Ki = Wi.shape[1]
+    for k in range(K):
+        for r in range(LANES):
+            x = Wr[0, k, r] + mult[r] * Ur[0, k, r]
+            tWr[0, k, r] = x
+            bR[k, r] = x
+    for k in range(Ki):
+        for r in range(LANES):
+            x = Wi[0, k, r] + mult[r] * Ui[0, k, r]
+            tWi[0, k, r] = x
+            bI[k, r] = x
+    for l in range(1, L):
+        if Ki == 0:
+            for k in range(K):
+                for r in range(LANES):
+                    x = Wr[l, k, r] + mult[r] * Ur[l, k, r]
+                    tWr[l, k, r] = x
+                    bR[k, r] *= x
+        else:
+            for k in range(K):
+                for r in range(LANES):
+                    wr = Wr[l, k, r] + mult[r] * Ur[l, k, r]
+                    wi = Wi[l, k, r] + mult[r] * Ui[l, k, r]
+                    tWr[l, k, r] = wr
+                    tWi[l, k, r] = wi
+                    br = bR[k, r]
+                    bi = bI[k, r]
+                    bR[k, r] = br * wr - bi * wi
+                    bI[k, r] = br * wi + bi * wr
+
+
+@noalias_kernel
+def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
+    """Ascent directions ``U_l = (G / pw) conj(prod_{j != l} W_j)`` per lane, the layer
+    magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|`` and ``u2 = ||U||^2``
+    (time domain, Parseval weights ``pw``). ``Cr, Ci`` (L, K, LANES) and ``pr, pi``
+    (K, LANES) are work arrays."""
+    L, K = Wr.shape[0], Wr.shape[1]
+    Ki = Wi.shape[1]
+    for r in range(LANES):
+        u2[r] = 0.0
+    # suffix products prod_{j > l} W_j, prefix products prod_{j < l} W_j
+    for k in range(K):
+        for r in range(LANES):
+            Cr[L - 1, k, r] = 1.0
+            pr[k, r] = 1.0
+    for k in range(Ki):
+        for r in range(LANES):
+            Ci[L - 1, k, r] = 0.0
+            pi[k, r] = 0.0
+    for l in range(L - 2, -1, -1):
+        if Ki == 0:
+            for k in range(K):
+                for r in range(LANES):
+                    Cr[l, k, r] = Cr[l + 1, k, r] * Wr[l + 1, k, r]
+        else:
+            for k in range(K):
+                for r in range(LANES):
+                    xr = Cr[l + 1, k, r]
+                    xi = Ci[l + 1, k, r]
+                    wr = Wr[l + 1, k, r]
+                    wi = Wi[l + 1, k, r]
+                    Cr[l, k, r] = xr * wr - xi * wi
+                    Ci[l, k, r] = xr * wi + xi * wr
+    for l in range(L):
+        for r in range(LANES):
+            a[l, r] = 0.0
+            um[l, r] = 0.0
+        if Ki == 0:
+            for k in range(K):
+                for r in range(LANES):
+                    uk = GR[k, r] * ipw[k] * Cr[l, k, r] * pr[k, r]
+                    Ur[l, k, r] = uk
+                    w = Wr[l, k, r]
+                    pr[k, r] *= w
+                    w2 = w * w
+                    uu = uk * uk
+                    a[l, r] = w2 if w2 > a[l, r] else a[l, r]
+                    um[l, r] = uu if uu > um[l, r] else um[l, r]
+                    u2[r] += pw[k] * uu
+        else:
+            for k in range(K):
+                for r in range(LANES):
+                    p_r = pr[k, r]
+                    p_i = pi[k, r]
+                    xr = Cr[l, k, r]
+                    xi = Ci[l, k, r]
+                    cr = xr * p_r - xi * p_i
+                    cc = xr * p_i + xi * p_r
+                    gr = GR[k, r] * ipw[k]
+                    gi = GI[k, r] * ipw[k]
+                    ur = gr * cr + gi * cc
+                    ui = gi * cr - gr * cc
+                    Ur[l, k, r] = ur
+                    Ui[l, k, r] = ui
+                    wr = Wr[l, k, r]
+                    wi = Wi[l, k, r]
+                    pr[k, r] = p_r * wr - p_i * wi
+                    pi[k, r] = p_r * wi + p_i * wr
+                    w2 = wr * wr + wi * wi
+                    uu = ur * ur + ui * ui
+                    a[l, r] = w2 if w2 > a[l, r] else a[l, r]
+                    um[l, r] = uu if uu > um[l, r] else um[l, r]
+                    u2[r] += pw[k] * uu
+        for r in range(LANES):
+            a[l, r] = np.sqrt(a[l, r])
+            um[l, r] = np.sqrt(um[l, r])
+
+
+@noalias_kernel
+def lanes_smoothness(a, X2, Xh, S, Gm, w):
+    """``_gd.smoothness`` per lane from the magnitudes ``a`` (L, LANES): with
+    ``P = prod_j a_j`` and ``T = sum_j 1 / a_j``, ``q_l = P / a_l`` and
+    ``sum_{k != l} prod_{j != l, k} a_j = q_l (T - 1 / a_l)``; by plain products when
+    some magnitude is zero. ``w`` (5, LANES) is work."""
+    L = a.shape[0]
+    positive = True
+    for j in range(L):
+        for r in range(LANES):
+            if not a[j, r] > 0.0:
+                positive = False
+    for r in range(LANES):
+        w[0, r] = 0.0  # sum_l q_l^2
+        w[1, r] = 0.0  # max_l sum_{k != l} prod_{j != l, k} a_j
+    if positive:
+        for r in range(LANES):
+            w[2, r] = 1.0
+            w[3, r] = 0.0
+        for j in range(L):
+            for r in range(LANES):
+                w[2, r] *= a[j, r]
+                w[3, r] += 1.0 / a[j, r]
+        for l in range(L):
+            for r in range(LANES):
+                q = w[2, r] / a[l, r]
+                hs = q * (w[3, r] - 1.0 / a[l, r])
+                w[0, r] += q * q
+                w[1, r] = hs if hs > w[1, r] else w[1, r]
+    else:
+        for l in range(L):
+            for r in range(LANES):
+                w[2, r] = 1.0  # q_l = prod_{j != l} a_j
+                w[3, r] = 0.0
+            for j in range(L):
+                if j != l:
+                    for r in range(LANES):
+                        w[2, r] *= a[j, r]
+            for k in range(L):
+                if k == l:
+                    continue
+                for r in range(LANES):
+                    w[4, r] = 1.0
+                for j in range(L):
+                    if j != l and j != k:
+                        for r in range(LANES):
+                            w[4, r] *= a[j, r]
+                for r in range(LANES):
+                    w[3, r] += w[4, r]
+            for r in range(LANES):
+                w[0, r] += w[2, r] * w[2, r]
+                w[1, r] = w[3, r] if w[3, r] > w[1, r] else w[1, r]
+    for r in range(LANES):
+        S[r] = X2 * w[0, r] + Xh * w[1, r]
+        Gm[r] = np.sqrt(X2 * w[0, r])
+
+
+@ieee_inline_kernel
+def _lanes_matvec(ZT, b, m):
+    """``m[n, r] += sum_k ZT[k, n] b[k, r]``, four bins per sweep over the samples
+    (each lane's sum is still accumulated in the order k = 0, 1, 2, ...)."""
+    K, N = ZT.shape
+    K4 = K - K % 4
+    for k in range(0, K4, 4):
+        for n in range(N):
+            z0 = ZT[k, n]
+            z1 = ZT[k + 1, n]
+            z2 = ZT[k + 2, n]
+            z3 = ZT[k + 3, n]
+            for r in range(LANES):
+                m[n, r] = (((m[n, r] + z0 * b[k, r]) + z1 * b[k + 1, r]) + z2 * b[k + 2, r]) + z3 * b[k + 3, r]
+    for k in range(K4, K):
+        for n in range(N):
+            z = ZT[k, n]
+            for r in range(LANES):
+                m[n, r] += z * b[k, r]
+
+
+@ieee_inline_kernel
+def _lanes_rmatvec(Z, e, G):
+    """``G[k, r] = sum_n e[n, r] Z[n, k]``, four samples per sweep over the bins."""
+    N, K = Z.shape
+    for k in range(K):
+        for r in range(LANES):
+            G[k, r] = 0.0
+    N4 = N - N % 4
+    for n in range(0, N4, 4):
+        for k in range(K):
+            z0 = Z[n, k]
+            z1 = Z[n + 1, k]
+            z2 = Z[n + 2, k]
+            z3 = Z[n + 3, k]
+            for r in range(LANES):
+                G[k, r] = (((G[k, r] + e[n, r] * z0) + e[n + 1, r] * z1) + e[n + 2, r] * z2) + e[n + 3, r] * z3
+    for n in range(N4, N):
+        for k in range(K):
+            z = Z[n, k]
+            for r in range(LANES):
+                G[k, r] += e[n, r] * z
+
+
+@noalias_kernel
+def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
+    """One pass over the data for every lane: margins ``m[n, r] = <Z_n, b_r>``, the
+    softmax weights ``e[n, r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
+    ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
+    lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
+    maximum is known before any exponential: no rescaling), shared by all lanes."""
+    N, K = ZR.shape
+    Ki = ZI.shape[1]
+    for n in range(N):
+        for r in range(LANES):
+            m[n, r] = 0.0
+    _lanes_matvec(ZRT, bR, m)
+    _lanes_matvec(ZIT, bI, m)
+    for r in range(LANES):
+        out[1, r] = -np.inf
+        out[3, r] = np.inf
+        out[4, r] = -np.inf
+    if loss == EXP_LOSS:
+        for n in range(N):
+            for r in range(LANES):
+                x = m[n, r]
+                out[3, r] = x if x < out[3, r] else out[3, r]
+                e[n, r] = -x
+                out[1, r] = -x if -x > out[1, r] else out[1, r]
+    else:
+        for n in range(N):
+            for r in range(LANES):
+                x = m[n, r]
+                out[3, r] = x if x < out[3, r] else out[3, r]
+                av = -_softplus(x)
+                e[n, r] = av
+                out[1, r] = av if av > out[1, r] else out[1, r]
+                la = _log_softplus(-x)
+                out[4, r] = la if la > out[4, r] else out[4, r]
+    # e = exp(a - Ma): the vectorizable exp of _gd.exp_block, elementwise
+    for r in range(LANES):
+        out[2, r] = 0.0
+    for n in range(N):
+        for r in range(LANES):
+            d = e[n, r] - out[1, r]
+            x = max(d, -708.0)
+            j = np.floor(x * _LOG2E + 0.5)
+            y = (x - j * _LN2_HI) - j * _LN2_LO
+            p = 1.0 / 6227020800.0
+            p = p * y + 1.0 / 479001600.0
+            p = p * y + 1.0 / 39916800.0
+            p = p * y + 1.0 / 3628800.0
+            p = p * y + 1.0 / 362880.0
+            p = p * y + 1.0 / 40320.0
+            p = p * y + 1.0 / 5040.0
+            p = p * y + 1.0 / 720.0
+            p = p * y + 1.0 / 120.0
+            p = p * y + 1.0 / 24.0
+            p = p * y + 1.0 / 6.0
+            p = p * y + 0.5
+            p = p * y + 1.0
+            p = p * y + 1.0
+            v = p * _POW2[np.int64(j) + 1022] if d > LOG_TINY else 0.0
+            e[n, r] = v
+            out[2, r] += v
+    _lanes_rmatvec(ZR, e, GR)
+    _lanes_rmatvec(ZI, e, GI)
+    if loss == EXP_LOSS:
+        for r in range(LANES):
+            out[0, r] = out[1, r] + np.log(out[2, r])
+    else:
+        for r in range(LANES):
+            out[5, r] = 0.0
+        for n in range(N):
+            for r in range(LANES):
+                la = _log_softplus(-m[n, r])
+                if la - out[4, r] > LOG_TINY:
+                    out[5, r] += np.exp(la - out[4, r])
+        for r in range(LANES):
+            out[0, r] = out[4, r] + np.log(out[5, r])
+
+
+@noalias_kernel
+def lanes_accept(acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
+    """Lanes with ``acc[r]`` take their trial point and its gradient sum."""
+    L, K = Wr.shape[0], Wr.shape[1]
+    Ki = Wi.shape[1]
+    for l in range(L):
+        for k in range(K):
+            for r in range(LANES):
+                Wr[l, k, r] = tWr[l, k, r] if acc[r] else Wr[l, k, r]
+        for k in range(Ki):
+            for r in range(LANES):
+                Wi[l, k, r] = tWi[l, k, r] if acc[r] else Wi[l, k, r]
+    for k in range(K):
+        for r in range(LANES):
+            GR[k, r] = GnR[k, r] if acc[r] else GR[k, r]
+    for k in range(Ki):
+        for r in range(LANES):
+            GI[k, r] = GnI[k, r] if acc[r] else GI[k, r]
+
+
+@ieee_kernel
+def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
+    """``_gd.gd_group`` for the PROD family (``Ki = 0``: diagonal; ``Ki = K``:
+    convolutional), at most ``LANES`` runs sharing the dataset ``Z``, one per lane.
+    Same arguments and contract (``thetas`` (R, P) and ``stats`` (R, N_STATS) updated
+    in place; runs not RUNNING are left alone); lanes beyond R are idle."""
+    R, P = thetas.shape
+    if R > LANES:
+        raise ValueError("gd_lanes takes at most LANES runs")
+    N = Z.shape[0]
+    nk = L * K
+    ZR = np.ascontiguousarray(Z[:, :K])
+    ZI = np.ascontiguousarray(Z[:, K:K + Ki])
+    ZRT = np.ascontiguousarray(ZR.T)
+    ZIT = np.ascontiguousarray(ZI.T)
+    ipw = 1.0 / pw
+    Wr = np.zeros((L, K, LANES))
+    Wi = np.zeros((L, Ki, LANES))
+    tWr = np.zeros((L, K, LANES))
+    tWi = np.zeros((L, Ki, LANES))
+    Ur = np.zeros((L, K, LANES))
+    Ui = np.zeros((L, Ki, LANES))
+    Cr = np.empty((L, K, LANES))
+    Ci = np.empty((L, Ki, LANES))
+    pr = np.empty((K, LANES))
+    pi = np.empty((Ki, LANES))
+    bR = np.empty((K, LANES))
+    bI = np.empty((Ki, LANES))
+    GR = np.zeros((K, LANES))
+    GI = np.zeros((Ki, LANES))
+    GnR = np.zeros((K, LANES))
+    GnI = np.zeros((Ki, LANES))
+    m = np.empty((N, LANES))
+    e = np.empty((N, LANES))
+    out = np.empty((6, LANES))
+    sw = np.empty((5, LANES))
+    a = np.zeros((L, LANES))
+    um = np.zeros((L, LANES))
+    ab = np.empty((L, LANES))
+    u2 = np.zeros(LANES)
+    S = np.empty(LANES)
+    Gm = np.empty(LANES)
+    mult = np.zeros(LANES)
+    ratio = np.ones(LANES)
+    logL = np.zeros(LANES)
+    Ma = np.zeros(LANES)
+    sa = np.ones(LANES)
+    mmin = np.zeros(LANES)
+    log_eta = np.zeros(LANES)
+    stp = np.ones(LANES)
+    done = np.zeros(LANES, np.int64)
+    tries = np.zeros(LANES, np.int64)
+    halv = np.zeros(LANES, np.int64)
+    status = np.full(LANES, STUCK)  # idle lanes
+    need = np.ones(LANES, np.bool_)
+    acc = np.zeros(LANES, np.bool_)
+    ok = np.zeros(LANES, np.bool_)
+    idle = np.ones(LANES, np.bool_)  # lanes whose state is never written back
+    for r in range(R):
+        idle[r] = stats[r, ST_STATUS] != RUNNING
+        status[r] = np.int64(stats[r, ST_STATUS])
+        log_eta[r] = stats[r, ST_LOG_ETA]
+        stp[r] = step[r]
+    # idle lanes hold a copy of run 0 (finite numbers; their results are dropped)
+    for r in range(LANES):
+        src = r if r < R else 0
+        for l in range(L):
+            for k in range(K):
+                Wr[l, k, r] = thetas[src, l * K + k]
+            for k in range(Ki):
+                Wi[l, k, r] = thetas[src, nk + l * K + k]
+
+    lanes_beta(Wr, Wi, bR, bI)
+    lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out)
+    for r in range(LANES):
+        logL[r] = out[0, r]
+        Ma[r] = out[1, r]
+        sa[r] = out[2, r]
+        mmin[r] = out[3, r]
+        if status[r] == RUNNING and not np.isfinite(logL[r]):
+            status[r] = NONFINITE
+
+    while True:
+        any_active = False
+        for r in range(LANES):
+            if status[r] == RUNNING and done[r] < steps:
+                any_active = True
+        if not any_active:
+            break
+        # 1. directions (recomputed for every lane: a lane that was refused has the
+        # same W and G as before, so it gets the same bits back)
+        lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
+        if adaptive:
+            lanes_smoothness(a, X2, Xh, S, Gm, sw)
+        for r in range(LANES):
+            if status[r] != RUNNING or done[r] >= steps or not need[r]:
+                continue
+            if adaptive:
+                if u2[r] == 0.0 or S[r] == 0.0:
+                    status[r] = STATIONARY
+                    continue
+                ratio[r] = 1.0 / sa[r] if loss == EXP_LOSS else np.exp(Ma[r] - logL[r])
+                mult[r] = stp[r] * ratio[r] / S[r]
+            else:
+                lm = np.log(stp[r]) + Ma[r]
+                mult[r] = np.exp(lm) if lm > LOG_TINY else 0.0
+            need[r] = False
+            tries[r] = 0
+        # 2. certification on the segment, halving lane by lane until it holds
+        if adaptive:
+            while True:
+                for l in range(L):
+                    for r in range(LANES):
+                        ab[l, r] = a[l, r] + mult[r] * um[l, r]
+                lanes_smoothness(ab, X2, Xh, S, Gm, sw)
+                all_ok = True
+                for r in range(LANES):
+                    if status[r] != RUNNING or done[r] >= steps:
+                        continue
+                    x = Gm[r] * mult[r] * np.sqrt(u2[r])
+                    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
+                    if not mult[r] / ratio[r] * S[r] * grow < _CERT:
+                        mult[r] *= 0.5
+                        halv[r] += 1
+                        all_ok = False
+                if all_ok:
+                    break
+        # 3. trial points and one pass over the data for all lanes
+        lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI)
+        lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GnR, GnI, out)
+        # 4. accept, or halve (the guard: the loss never increases)
+        for r in range(LANES):
+            acc[r] = False
+            if status[r] != RUNNING or done[r] >= steps:
+                continue
+            logLn = out[0, r]
+            if adaptive and not logLn <= logL[r]:
+                tries[r] += 1
+                halv[r] += 1
+                mult[r] *= 0.5
+                if tries[r] > MAX_HALVINGS:
+                    status[r] = STUCK
+                continue
+            if done[r] == steps - 1:
+                log_eta[r] = (np.log(mult[r]) if mult[r] > 0.0 else -np.inf) - Ma[r]
+            acc[r] = True
+            logL[r] = logLn
+            Ma[r] = out[1, r]
+            sa[r] = out[2, r]
+            mmin[r] = out[3, r]
+            done[r] += 1
+            need[r] = True
+            if not np.isfinite(logLn):
+                status[r] = NONFINITE
+        # accepted trial points become current: swap the buffers when every lane
+        # whose state matters accepted (the usual case), else copy lane by lane
+        swap = True
+        for r in range(LANES):
+            if not acc[r] and not idle[r]:
+                swap = False
+        if swap:
+            Wr, tWr = tWr, Wr
+            Wi, tWi = tWi, Wi
+            GR, GnR = GnR, GR
+            GI, GnI = GnI, GI
+        else:
+            lanes_accept(acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI)
+
+    for r in range(R):
+        if stats[r, ST_STATUS] != RUNNING:
+            continue
+        for l in range(L):
+            for k in range(K):
+                thetas[r, l * K + k] = Wr[l, k, r]
+            for k in range(Ki):
+                thetas[r, nk + l * K + k] = Wi[l, k, r]
+        stats[r, ST_LOG_LOSS] = logL[r]
+        stats[r, ST_MIN_MARGIN] = mmin[r]
+        stats[r, ST_LOG_ETA] = log_eta[r]
+        stats[r, ST_HALVINGS] += halv[r]
+        stats[r, ST_STEPS] = done[r]
+        stats[r, ST_STATUS] = status[r]
