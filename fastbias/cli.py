@@ -62,6 +62,74 @@ def _paper(args):
     return 0
 
 
+def _error(exc):
+    print(f"fastbias: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _sweep(args):
+    from . import sweep
+
+    say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
+    try:
+        spec = sweep.load_spec(args.spec)
+        say(f"fastbias sweep: {len(spec)} runs from {args.spec} -> {args.out}")
+        res = sweep.run_sweep(spec, args.out, dask=args.dask, workers=args.workers, progress=not args.quiet, log=say)
+    except (sweep.SpecError, ValueError, TypeError, RuntimeError) as exc:
+        return _error(exc)
+    wall = res["wall_seconds"]
+    rate = (f"{res['ran'] / wall:.3g} runs/s, {res['steps'] / wall:.3g} run-iterations/s"
+            if res["ran"] and wall > 0 else "nothing left to run")
+    print(f"{res['ran']} runs in {wall:.1f} s ({rate}); {res['skipped']} finished before; "
+          f"{res['runs']} rows in {res['summary']}")
+    return 0
+
+
+def _int_list(text):
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _record(text):
+    return text if text in ("log", "last") else int(text)
+
+
+def _run(args):
+    import json
+
+    from . import sweep
+
+    config = {"arch": args.arch, "steps": args.steps, "data": args.data, "seed": args.seed, "loss": args.loss,
+              "step": args.step, "record": args.record, "theory": not args.no_theory}
+    for key in ("depth", "n", "d", "width", "widths", "step_size", "init_scale"):
+        value = getattr(args, key)
+        if value is not None:
+            config[key] = value
+    try:
+        row, _ = sweep.run_one(config, out=args.out, progress=not args.quiet)
+    except (sweep.SpecError, ValueError, TypeError) as exc:
+        return _error(str(exc).replace("spec key ", "option "))
+    row.pop("id", None)
+    print(json.dumps(row, indent=1, allow_nan=True))
+    if not args.quiet:
+        print(f"history: {args.out}", file=sys.stderr)
+    return 0
+
+
+def _plot(args):
+    from . import sweep
+
+    try:
+        paths = sweep.plot_sweep(args.dir, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        return _error(exc)
+    for p in paths:
+        print(p)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastbias", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +148,41 @@ def main(argv=None):
     pap.add_argument("--seed", type=int, default=0, help="seed of the datasets and initializations (default 0)")
     pap.add_argument("--quiet", action="store_true", help="no progress bar or notes; print only the claims table")
     pap.set_defaults(func=_paper)
+    swp = sub.add_parser("sweep", help="run a grid of GD runs from a TOML spec into a results folder "
+                                       "(resumable: run the same command again to continue)")
+    swp.add_argument("spec", help="the spec file: a [sweep] table whose list-valued keys form the grid")
+    swp.add_argument("--out", required=True, help="results folder (summary.parquet, runs/, ...)")
+    swp.add_argument("--dask", metavar="local|ADDRESS",
+                     help="run on Dask: 'local' starts a LocalCluster, tcp://host:port uses a running scheduler")
+    swp.add_argument("--workers", type=int, help="worker processes (default: the CPUs available)")
+    swp.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    swp.set_defaults(func=_sweep)
+    one = sub.add_parser("run", help="one GD run: prints its summary as JSON and saves its history (.npz)")
+    one.add_argument("--arch", required=True, choices=("linear", "fc", "diag", "conv"))
+    one.add_argument("--depth", type=int, help="layers L (default 1 for linear, 2 otherwise)")
+    one.add_argument("--data", default="gaussian",
+                     help="'gaussian' (N(0,1) X, labels of a Gaussian teacher, from --seed) or an .npz with X, y")
+    one.add_argument("--n", type=int, help="samples (gaussian data)")
+    one.add_argument("--d", type=int, help="features (gaussian data)")
+    one.add_argument("--seed", type=int, default=0, help="seed of the data and the initialization")
+    one.add_argument("--steps", type=int, required=True)
+    one.add_argument("--loss", default="exp", choices=("exp", "logistic"))
+    one.add_argument("--step", default="adaptive", choices=("adaptive", "fixed"))
+    one.add_argument("--step-size", dest="step_size", type=float,
+                     help="eta for --step fixed; the factor c < 2 of the adaptive step (default 1)")
+    one.add_argument("--init-scale", dest="init_scale", type=float, help="initial weights' std (default 1/sqrt(d))")
+    widths = one.add_mutually_exclusive_group()
+    widths.add_argument("--width", type=int, help="fc: every hidden layer's width")
+    widths.add_argument("--widths", type=_int_list, help="fc: the hidden widths, comma-separated")
+    one.add_argument("--record", type=_record, default="log", help="log (default), last, or every K steps")
+    one.add_argument("--no-theory", action="store_true", help="skip the comparison with fastbias.theory")
+    one.add_argument("--out", default="fastbias-run.npz", help="history file (default: ./fastbias-run.npz)")
+    one.add_argument("--quiet", action="store_true", help="no progress bar")
+    one.set_defaults(func=_run)
+    plt = sub.add_parser("plot", help="the standard figures of a finished sweep: fig_convergence.png, fig_final.png")
+    plt.add_argument("dir", help="the sweep's results folder")
+    plt.add_argument("--quiet", action="store_true", help="no progress bar")
+    plt.set_defaults(func=_plot)
     args = parser.parse_args(argv)
     if args.command == "demo" and (args.dim < 1 or args.depth < 1):
         parser.error("--dim and --depth must be >= 1")

@@ -168,3 +168,118 @@ def sparsity_figure(counts, path, *, d):
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("Sparsity of β_T against depth (median and range over runs)", fontsize=9)
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _save_atomic(fig, path):
+    """``_save`` through ``fastbias.store.atomic_write``: the PNG appears whole or not at all."""
+    import io
+
+    from fastbias import store
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return store.atomic_write(path, buf.getvalue())
+
+
+def _by_arch_depth(keys):
+    return sorted(keys, key=lambda k: (list(ARCH_COLORS).index(k[0]) if k[0] in ARCH_COLORS else 99, k[1]))
+
+
+def sweep_convergence_figure(series, path, *, title=""):
+    """Measures of a sweep against the step t (log x), one curve per architecture and
+    depth: the median over its runs, with the range (min to max) shaded.
+
+    ``series``: {(arch, depth): {measure: (steps, median, low, high)}} for the measures
+    ``one_minus_cos_predicted``, ``one_minus_cos_l2``, ``normalized_margin``, ``log_loss``.
+    """
+    panels = (("one_minus_cos_predicted", "1 − cos(β_t, β*), β* = theory.predicted", True),
+              ("one_minus_cos_l2", "1 − cos(β_t, β_ℓ2) (the SVM)", True),
+              ("normalized_margin", "min_n y_n⟨x_n, β_t⟩ / ‖β_t‖₂", False),
+              ("log_loss", "log L(w_t)", False))
+    fig = _figure(10.5, 7.2)
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (name, label, logy) in zip(axes, panels):
+        for arch, depth in _by_arch_depth(series):
+            m = series[(arch, depth)]
+            if name not in m:
+                continue
+            t, med, lo, hi = (np.asarray(a, dtype=np.float64) for a in m[name])
+            ok = (t > 0) & np.isfinite(med) & ((med > 0) if logy else True)
+            if ok.sum() < 2:
+                continue
+            color = ARCH_COLORS.get(arch, "0.3")
+            ax.plot(t[ok], med[ok], DEPTH_STYLES.get(depth, "-"), color=color, lw=1.3, label=_label(arch, depth))
+            band = ok & np.isfinite(lo) & np.isfinite(hi) & ((lo > 0) if logy else True)
+            if band.sum() >= 2:
+                ax.fill_between(t[band], lo[band], hi[band], color=color, alpha=0.12, lw=0)
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("step t", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", lw=0.4, alpha=0.5)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[3].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=7)
+    fig.suptitle((title + ": " if title else "") + "convergence (median over runs, range shaded)", fontsize=10)
+    return _save_atomic(fig, path)
+
+
+def sweep_final_figure(finals, path, *, title=""):
+    """Final measures of a sweep against depth, one line per architecture: the median over
+    its runs with the range (min to max) as error bars.
+
+    ``finals``: {measure: {(arch, depth): values}} for ``one_minus_cos_predicted``,
+    ``kkt_residual``, ``margin_ratio`` (γ_p(β_T) / γ_p(β*)) and ``log_loss``.
+    """
+    panels = (("one_minus_cos_predicted", "1 − cos(β_T, β*)", True),
+              ("kkt_residual", "KKT residual of β_T (theory.kkt_residual)", True),
+              ("margin_ratio", "γ_p(β_T) / γ_p(β*),  γ_p = min margin / ‖Tβ‖_p", False),
+              ("log_loss", "log L(w_T)", False))
+    fig = _figure(10.5, 7.2)
+    axes = fig.subplots(2, 2).ravel()
+    archs = [a for a in ARCH_COLORS if any(k[0] == a for m in finals.values() for k in m)]
+    offsets = {a: 0.08 * (i - (len(archs) - 1) / 2) for i, a in enumerate(archs)}
+    depths = set()
+    for ax, (name, label, logy) in zip(axes, panels):
+        m = finals.get(name, {})
+        for arch in archs:
+            x, med, lo, hi = [], [], [], []
+            for a, depth in _by_arch_depth(k for k in m if k[0] == arch):
+                v = np.asarray(m[(a, depth)], dtype=np.float64)
+                v = v[np.isfinite(v) & ((v > 0) if logy else True)]
+                if not len(v):
+                    continue
+                depths.add(depth)
+                x.append(depth + offsets[arch])
+                med.append(np.median(v))
+                lo.append(np.median(v) - v.min())
+                hi.append(v.max() - np.median(v))
+            if x:
+                ax.errorbar(x, med, yerr=[lo, hi], fmt="o-", color=ARCH_COLORS[arch], ms=4, capsize=3, lw=1.2,
+                            label=arch)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("depth L", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(True, which="major", lw=0.4, alpha=0.5)
+    for ax in axes:
+        if depths:
+            ax.set_xticks(sorted(depths))
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    fig.suptitle((title + ": " if title else "") + "final measures against depth (median, range)", fontsize=10)
+    return _save_atomic(fig, path)
