@@ -21,6 +21,9 @@ overlap checks. Callers pass distinct arrays for distinct arguments.
 """
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
@@ -33,6 +36,21 @@ LANES = 8
 _CERT = np.exp(LOG_CERT)  # 1.999
 
 __all__ = ["LANES", "gd_lanes"]
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (LLVM ``llvm.fma``). Explicit, so it is the
+    same operation in every lane whether LLVM vectorizes it or not (contraction by
+    ``fastmath`` is the compiler's choice, which may differ between lanes)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        f64 = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64, f64, f64]), "llvm.fma.f64")
+        return builder.call(fn, args)
+
+    return sig, codegen
 
 
 @noalias_kernel
@@ -58,8 +76,8 @@ def lanes_beta(Wr, Wi, bR, bI):
                     bi = bI[k, r]
                     wr = Wr[l, k, r]
                     wi = Wi[l, k, r]
-                    bR[k, r] = br * wr - bi * wi
-                    bI[k, r] = br * wi + bi * wr
+                    bR[k, r] = fma(br, wr, -(bi * wi))
+                    bI[k, r] = fma(br, wi, bi * wr)
 
 
 @noalias_kernel
@@ -69,32 +87,32 @@ def lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
     Ki = Wi.shape[1]
     for k in range(K):
         for r in range(LANES):
-            x = Wr[0, k, r] + mult[r] * Ur[0, k, r]
+            x = fma(mult[r], Ur[0, k, r], Wr[0, k, r])
             tWr[0, k, r] = x
             bR[k, r] = x
     for k in range(Ki):
         for r in range(LANES):
-            x = Wi[0, k, r] + mult[r] * Ui[0, k, r]
+            x = fma(mult[r], Ui[0, k, r], Wi[0, k, r])
             tWi[0, k, r] = x
             bI[k, r] = x
     for l in range(1, L):
         if Ki == 0:
             for k in range(K):
                 for r in range(LANES):
-                    x = Wr[l, k, r] + mult[r] * Ur[l, k, r]
+                    x = fma(mult[r], Ur[l, k, r], Wr[l, k, r])
                     tWr[l, k, r] = x
                     bR[k, r] *= x
         else:
             for k in range(K):
                 for r in range(LANES):
-                    wr = Wr[l, k, r] + mult[r] * Ur[l, k, r]
-                    wi = Wi[l, k, r] + mult[r] * Ui[l, k, r]
+                    wr = fma(mult[r], Ur[l, k, r], Wr[l, k, r])
+                    wi = fma(mult[r], Ui[l, k, r], Wi[l, k, r])
                     tWr[l, k, r] = wr
                     tWi[l, k, r] = wi
                     br = bR[k, r]
                     bi = bI[k, r]
-                    bR[k, r] = br * wr - bi * wi
-                    bI[k, r] = br * wi + bi * wr
+                    bR[k, r] = fma(br, wr, -(bi * wi))
+                    bI[k, r] = fma(br, wi, bi * wr)
 
 
 @noalias_kernel
@@ -102,7 +120,11 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
     """Ascent directions ``U_l = (G / pw) conj(prod_{j != l} W_j)`` per lane, the layer
     magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|`` and ``u2 = ||U||^2``
     (time domain, Parseval weights ``pw``). ``Cr, Ci`` (L, K, LANES) and ``pr, pi``
-    (K, LANES) are work arrays."""
+    (K, LANES) are work arrays.
+
+    The lane axis may also hold bins of one run (``_single``: ``W[l, b, j]`` is bin
+    ``8 b + j``): the arithmetic is elementwise, with ``pw, ipw`` (K, LANES) per
+    element; ``a, um, u2`` are then per-slot partial maxima and sums."""
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for r in range(LANES):
@@ -128,8 +150,8 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     xi = Ci[l + 1, k, r]
                     wr = Wr[l + 1, k, r]
                     wi = Wi[l + 1, k, r]
-                    Cr[l, k, r] = xr * wr - xi * wi
-                    Ci[l, k, r] = xr * wi + xi * wr
+                    Cr[l, k, r] = fma(xr, wr, -(xi * wi))
+                    Ci[l, k, r] = fma(xr, wi, xi * wr)
     for l in range(L):
         for r in range(LANES):
             a[l, r] = 0.0
@@ -137,7 +159,7 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
         if Ki == 0:
             for k in range(K):
                 for r in range(LANES):
-                    uk = GR[k, r] * ipw[k] * Cr[l, k, r] * pr[k, r]
+                    uk = GR[k, r] * ipw[k, r] * Cr[l, k, r] * pr[k, r]
                     Ur[l, k, r] = uk
                     w = Wr[l, k, r]
                     pr[k, r] *= w
@@ -145,7 +167,7 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     uu = uk * uk
                     a[l, r] = w2 if w2 > a[l, r] else a[l, r]
                     um[l, r] = uu if uu > um[l, r] else um[l, r]
-                    u2[r] += pw[k] * uu
+                    u2[r] = fma(pw[k, r], uu, u2[r])
         else:
             for k in range(K):
                 for r in range(LANES):
@@ -153,23 +175,23 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     p_i = pi[k, r]
                     xr = Cr[l, k, r]
                     xi = Ci[l, k, r]
-                    cr = xr * p_r - xi * p_i
-                    cc = xr * p_i + xi * p_r
-                    gr = GR[k, r] * ipw[k]
-                    gi = GI[k, r] * ipw[k]
-                    ur = gr * cr + gi * cc
-                    ui = gi * cr - gr * cc
+                    cr = fma(xr, p_r, -(xi * p_i))
+                    cc = fma(xr, p_i, xi * p_r)
+                    gr = GR[k, r] * ipw[k, r]
+                    gi = GI[k, r] * ipw[k, r]
+                    ur = fma(gr, cr, gi * cc)
+                    ui = fma(gi, cr, -(gr * cc))
                     Ur[l, k, r] = ur
                     Ui[l, k, r] = ui
                     wr = Wr[l, k, r]
                     wi = Wi[l, k, r]
-                    pr[k, r] = p_r * wr - p_i * wi
-                    pi[k, r] = p_r * wi + p_i * wr
-                    w2 = wr * wr + wi * wi
-                    uu = ur * ur + ui * ui
+                    pr[k, r] = fma(p_r, wr, -(p_i * wi))
+                    pi[k, r] = fma(p_r, wi, p_i * wr)
+                    w2 = fma(wr, wr, wi * wi)
+                    uu = fma(ur, ur, ui * ui)
                     a[l, r] = w2 if w2 > a[l, r] else a[l, r]
                     um[l, r] = uu if uu > um[l, r] else um[l, r]
-                    u2[r] += pw[k] * uu
+                    u2[r] = fma(pw[k, r], uu, u2[r])
         for r in range(LANES):
             a[l, r] = np.sqrt(a[l, r])
             um[l, r] = np.sqrt(um[l, r])
@@ -245,12 +267,12 @@ def _lanes_matvec(ZT, b, m):
             z2 = ZT[k + 2, n]
             z3 = ZT[k + 3, n]
             for r in range(LANES):
-                m[n, r] = (((m[n, r] + z0 * b[k, r]) + z1 * b[k + 1, r]) + z2 * b[k + 2, r]) + z3 * b[k + 3, r]
+                m[n, r] = fma(z3, b[k + 3, r], fma(z2, b[k + 2, r], fma(z1, b[k + 1, r], fma(z0, b[k, r], m[n, r]))))
     for k in range(K4, K):
         for n in range(N):
             z = ZT[k, n]
             for r in range(LANES):
-                m[n, r] += z * b[k, r]
+                m[n, r] = fma(z, b[k, r], m[n, r])
 
 
 @ieee_inline_kernel
@@ -268,12 +290,12 @@ def _lanes_rmatvec(Z, e, G):
             z2 = Z[n + 2, k]
             z3 = Z[n + 3, k]
             for r in range(LANES):
-                G[k, r] = (((G[k, r] + e[n, r] * z0) + e[n + 1, r] * z1) + e[n + 2, r] * z2) + e[n + 3, r] * z3
+                G[k, r] = fma(e[n + 3, r], z3, fma(e[n + 2, r], z2, fma(e[n + 1, r], z1, fma(e[n, r], z0, G[k, r]))))
     for n in range(N4, N):
         for k in range(K):
             z = Z[n, k]
             for r in range(LANES):
-                G[k, r] += e[n, r] * z
+                G[k, r] = fma(e[n, r], z, G[k, r])
 
 
 @noalias_kernel
@@ -319,21 +341,21 @@ def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
             d = e[n, r] - out[1, r]
             x = max(d, -708.0)
             j = np.floor(x * _LOG2E + 0.5)
-            y = (x - j * _LN2_HI) - j * _LN2_LO
+            y = fma(-j, _LN2_LO, fma(-j, _LN2_HI, x))
             p = 1.0 / 6227020800.0
-            p = p * y + 1.0 / 479001600.0
-            p = p * y + 1.0 / 39916800.0
-            p = p * y + 1.0 / 3628800.0
-            p = p * y + 1.0 / 362880.0
-            p = p * y + 1.0 / 40320.0
-            p = p * y + 1.0 / 5040.0
-            p = p * y + 1.0 / 720.0
-            p = p * y + 1.0 / 120.0
-            p = p * y + 1.0 / 24.0
-            p = p * y + 1.0 / 6.0
-            p = p * y + 0.5
-            p = p * y + 1.0
-            p = p * y + 1.0
+            p = fma(p, y, 1.0 / 479001600.0)
+            p = fma(p, y, 1.0 / 39916800.0)
+            p = fma(p, y, 1.0 / 3628800.0)
+            p = fma(p, y, 1.0 / 362880.0)
+            p = fma(p, y, 1.0 / 40320.0)
+            p = fma(p, y, 1.0 / 5040.0)
+            p = fma(p, y, 1.0 / 720.0)
+            p = fma(p, y, 1.0 / 120.0)
+            p = fma(p, y, 1.0 / 24.0)
+            p = fma(p, y, 1.0 / 6.0)
+            p = fma(p, y, 0.5)
+            p = fma(p, y, 1.0)
+            p = fma(p, y, 1.0)
             v = p * _POW2[np.int64(j) + 1022] if d > LOG_TINY else 0.0
             e[n, r] = v
             out[2, r] += v
@@ -389,7 +411,11 @@ def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats
     ZI = np.ascontiguousarray(Z[:, K:K + Ki])
     ZRT = np.ascontiguousarray(ZR.T)
     ZIT = np.ascontiguousarray(ZI.T)
-    ipw = 1.0 / pw
+    pw2 = np.empty((K, LANES))
+    for k in range(K):
+        for r in range(LANES):
+            pw2[k, r] = pw[k]
+    ipw = 1.0 / pw2
     Wr = np.zeros((L, K, LANES))
     Wi = np.zeros((L, Ki, LANES))
     tWr = np.zeros((L, K, LANES))
@@ -430,7 +456,6 @@ def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats
     status = np.full(LANES, STUCK)  # idle lanes
     need = np.ones(LANES, np.bool_)
     acc = np.zeros(LANES, np.bool_)
-    ok = np.zeros(LANES, np.bool_)
     idle = np.ones(LANES, np.bool_)  # lanes whose state is never written back
     for r in range(R):
         idle[r] = stats[r, ST_STATUS] != RUNNING
@@ -465,7 +490,7 @@ def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats
             break
         # 1. directions (recomputed for every lane: a lane that was refused has the
         # same W and G as before, so it gets the same bits back)
-        lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
+        lanes_direction(Wr, Wi, GR, GI, ipw, pw2, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
         if adaptive:
             lanes_smoothness(a, X2, Xh, S, Gm, sw)
         for r in range(LANES):
