@@ -102,7 +102,8 @@ def _run(args):
     from . import sweep
 
     config = {"arch": args.arch, "steps": args.steps, "data": args.data, "seed": args.seed, "loss": args.loss,
-              "step": args.step, "record": args.record, "theory": not args.no_theory}
+              "step": args.step, "record": args.record, "theory": not args.no_theory,
+              "stationary": args.stationary}
     for key in ("depth", "n", "d", "width", "widths", "step_size", "init_scale"):
         value = getattr(args, key)
         if value is not None:
@@ -176,6 +177,8 @@ def main(argv=None):
     widths.add_argument("--widths", type=_int_list, help="fc: the hidden widths, comma-separated")
     one.add_argument("--record", type=_record, default="log", help="log (default), last, or every K steps")
     one.add_argument("--no-theory", action="store_true", help="skip the comparison with fastbias.theory")
+    one.add_argument("--stationary", action="store_true",
+                     help="depth > 2 conv/diag: also find the stationary point of eq. (10) nearest beta_T")
     one.add_argument("--out", default="fastbias-run.npz", help="history file (default: ./fastbias-run.npz)")
     one.add_argument("--quiet", action="store_true", help="no progress bar")
     one.set_defaults(func=_run)

@@ -56,7 +56,7 @@ LOSSES = ("exp", "logistic")
 STEP_POLICIES = ("adaptive", "fixed")
 # the grid's order: the last key varies fastest (runs of one configuration over seeds are neighbours)
 GRID_KEYS = ("data", "arch", "depth", "width", "widths", "n", "d", "loss", "step", "step_size",
-             "init_scale", "steps", "record", "theory", "seed")
+             "init_scale", "steps", "record", "theory", "stationary", "seed")
 # keys that change how a sweep runs, never its results (left out of the fingerprint)
 EXEC_KEYS = {"checkpoint_every": 100_000, "checkpoint_seconds": 60.0}
 MAX_TASK_RUNS = 16
@@ -66,7 +66,7 @@ SUMMARY_COLUMNS = (
     ("id", "string"), ("arch", "string"), ("depth", "int64"), ("widths", "string"), ("data", "string"),
     ("n", "int64"), ("d", "int64"), ("seed", "int64"), ("steps", "int64"), ("loss", "string"),
     ("step", "string"), ("step_size", "float64"), ("init_scale", "float64"), ("record", "string"),
-    ("theory", "bool"),
+    ("theory", "bool"), ("stationary", "bool"),
     # where gradient descent ended (the last history row)
     ("status", "string"), ("steps_done", "int64"), ("halvings", "int64"), ("log_loss", "float64"),
     ("min_margin", "float64"), ("normalized_margin", "float64"), ("beta_norm", "float64"),
@@ -79,7 +79,7 @@ SUMMARY_COLUMNS = (
     ("cos_stationary", "float64"), ("one_minus_cos_stationary", "float64"), ("stationary_residual", "float64"),
     ("kkt_residual", "float64"), ("kkt_part", "string"), ("theory_error", "string"),
     # timings (the only columns that differ between two runs of one spec)
-    ("gd_seconds", "float64"), ("theory_seconds", "float64"),
+    ("setup_seconds", "float64"), ("gd_seconds", "float64"), ("theory_seconds", "float64"),
 )
 
 
@@ -149,9 +149,9 @@ def _check_value(key, value):
         if isinstance(value, str):
             return _choice(value, key, ("log", "last"))
         return _int(value, key, 1)
-    if key == "theory":
+    if key in ("theory", "stationary"):
         if not isinstance(value, bool):
-            raise SpecError(f"spec key 'theory' must be true or false, got {value!r}")
+            raise SpecError(f"spec key {key!r} must be true or false, got {value!r}")
         return value
     if key == "data":
         if not isinstance(value, str) or not value:
@@ -311,6 +311,9 @@ def _resolve(point, table, base, data_cache):
     run["steps"] = point["steps"]
     run["record"] = point.get("record", "log")
     run["theory"] = point.get("theory", True)
+    run["stationary"] = point.get("stationary", False)
+    if run["stationary"] and not run["theory"]:
+        raise SpecError(f"spec key 'stationary' needs theory = true (at {where})")
     run["seed"] = point.get("seed", 0)
     if data != "gaussian" and not data_cache[data]["separable"]:
         if run["loss"] == "exp":
@@ -478,6 +481,7 @@ def _analyze(r, run, hist, X, y, th):
         "data": r["data"], "n": r["n"], "d": r["d"], "seed": r["seed"], "steps": r["steps"],
         "loss": r["loss"], "step": r["step"], "step_size": float(r["step_size"]),
         "init_scale": float(r["init_scale"]), "record": str(r["record"]), "theory": r["theory"],
+        "stationary": r["stationary"],
         "status": "completed" if run.status == "running" else run.status, "steps_done": int(run.steps_done), "halvings": int(run.halvings),
         "log_loss": float(last["log_loss"]), "min_margin": float(last["min_margin"]),
         "normalized_margin": float(last["normalized_margin"]), "beta_norm": float(last["beta_norm"]),
@@ -513,7 +517,7 @@ def _analyze(r, run, hist, X, y, th):
         cert = theory.kkt_residual(X, y, beta, pred.p, pred.domain)
         row["kkt_residual"] = float(cert.residual)
         row["kkt_part"] = max(cert.parts, key=cert.parts.get)
-        if pred.p < 1.0:  # nonconvex: the stationary point that GD approaches, found from beta_T
+        if r["stationary"] and pred.p < 1.0:  # nonconvex: the stationary point nearest beta_T
             near = theory.predicted(X, y, r["arch"], r["depth"], start=beta)
             row["cos_stationary"], row["one_minus_cos_stationary"] = _cos(beta, near.beta)
             row["stationary_residual"] = float(near.certificate.residual)
@@ -537,18 +541,20 @@ def _ckpt_path(out, rid):
 def _batch_key(r):
     """Runs with equal keys can advance in one engine call."""
     return (r["data"] == "gaussian", r["arch"], r["depth"], json.dumps(r["widths"]), r["n"], r["d"], r["loss"],
-            r["step"], json.dumps(r["record"]), r["steps"], r["theory"])
+            r["step"], json.dumps(r["record"]), r["steps"], r["theory"], r["stationary"])
 
 
-def _build(configs, out, seconds):
+def _build(configs, out, seconds, setup):
     """Fresh or restored runs for ``configs`` (one batch), grouped by dataset:
-    [(config, Run, X, y, theory)]; ``seconds[id]`` gets the GD time spent before."""
+    [(config, Run, X, y, theory)]; ``seconds[id]`` gets the GD time spent before,
+    ``setup[id]`` the run's share of the time to prepare its dataset and predictions."""
     from fastbias import checkpoint
 
     built = []
     order = sorted(configs, key=lambda r: (_dataset_key(r), r["init_scale"], r["step_size"], r["id"]))
     for (dkey, scale, size), group in itertools.groupby(
             order, key=lambda r: (_dataset_key(r), r["init_scale"], r["step_size"])):
+        t0 = time.perf_counter()
         group = list(group)
         r0 = group[0]
         X, y = _load_dataset(r0, out)
@@ -570,6 +576,8 @@ def _build(configs, out, seconds):
                     warnings.warn(f"run {r['id']}: checkpoint {path} does not fit the run ({exc}); "
                                   "starting the run over", RuntimeWarning, stacklevel=2)
             built.append((r, run, X, y, th))
+        for r in group:
+            setup[r["id"]] = (time.perf_counter() - t0) / len(group)
     return built
 
 
@@ -591,8 +599,8 @@ def execute(configs, out, *, every, seconds, threads=1, report=None):
     configs = [r for r in configs if not os.path.exists(_final_path(out, r["id"]))]
     if not configs:
         return []
-    secs = {}
-    built = _build(configs, out, secs)
+    secs, setup = {}, {}
+    built = _build(configs, out, secs, setup)
     T = configs[0]["steps"]
 
     def progress(run):
@@ -630,6 +638,7 @@ def execute(configs, out, *, every, seconds, threads=1, report=None):
         t0 = time.perf_counter()
         hist = checkpoint.history(run, T)
         row, extra = _analyze(r, run, hist, X, y, th)
+        row["setup_seconds"] = setup[r["id"]]
         row["gd_seconds"] = secs[r["id"]]
         row["theory_seconds"] = time.perf_counter() - t0
         arrays = {"history": hist, "beta": run.beta,

@@ -88,9 +88,8 @@ def test_reference_results(reference):
     for i, (arch, depth) in enumerate(zip(s["arch"], s["depth"])):
         assert 0 < s["one_minus_cos_predicted"][i] < 1 and np.isfinite(s["kkt_residual"][i])
         assert s["p"][i] == (2.0 if arch == "fc" else 2.0 / depth)
-        # the stationary point found from beta_T exists exactly where the problem is nonconvex
-        assert np.isfinite(s["cos_stationary"][i]) == (arch != "fc" and depth > 2)
-    assert [k for k in s if k.endswith("_seconds")] == ["gd_seconds", "theory_seconds"]
+        assert np.isnan(s["cos_stationary"][i])  # stationary = false
+    assert [k for k in s if k.endswith("_seconds")] == ["setup_seconds", "gd_seconds", "theory_seconds"]
     assert sorted(os.listdir(os.path.join(out, "runs"))) == [f"{i:04d}.npz" for i in range(12)]  # no checkpoints left
     env = json.load(open(os.path.join(out, "environment.json")))["sessions"][-1]
     assert env["packages"]["numpy"] == np.__version__ and env["cpu_count"] >= 1 and "cpu" in env
@@ -104,6 +103,23 @@ def test_reference_results(reference):
     assert np.array_equal(run["beta_predicted"], pred.beta)
     cos = run["beta"] @ pred.beta / np.linalg.norm(run["beta"]) / np.linalg.norm(pred.beta)
     assert run["summary"]["cos_predicted"] == pytest.approx(cos, rel=1e-12)
+
+
+def test_stationary_point_from_beta_T():
+    from fastbias import theory
+
+    X, y = gaussian_dataset(8, 9, 1)
+    for arch, depth in (("conv", 3), ("diag", 3), ("conv", 2)):
+        row, arrays = sweep.run_one({"arch": arch, "depth": depth, "n": 8, "d": 9, "seed": 1, "steps": 2000,
+                                     "stationary": True}, progress=False)
+        if depth == 2:  # convex: the prediction is the only stationary point
+            assert np.isnan(row["cos_stationary"]) and "beta_stationary" not in arrays
+            continue
+        near = theory.predicted(X, y, arch, depth, start=arrays["beta"])
+        assert np.array_equal(arrays["beta_stationary"], near.beta)
+        assert row["stationary_residual"] == near.certificate.residual
+    with pytest.raises(sweep.SpecError, match="'stationary' needs theory = true"):
+        sweep.run_one({"arch": "conv", "n": 4, "d": 4, "steps": 5, "stationary": True, "theory": False})
 
 
 def _fit_like(r, X, y, **kw):
