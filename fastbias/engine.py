@@ -224,6 +224,10 @@ class Run:
 
     # -- internal
     def _record_row(self):
+        with np.errstate(all="ignore"):  # a diverged run records inf/NaN (its status says so)
+            self._record_row_values()
+
+    def _record_row_values(self):
         p = self._problem
         beta = self.beta
         bn = float(np.linalg.norm(beta))

@@ -31,7 +31,7 @@ halved), so the loss never increases.
 
 import numpy as np
 
-from ._config import exact_kernel, fast_noalias_kernel, inline_kernel, kernel
+from ._config import exact_kernel, fast_noalias_kernel, ieee_kernel, inline_kernel, kernel
 from ._full import chain_offsets, chain_row, vjp_row
 
 PROD = 0
@@ -56,6 +56,14 @@ ST_HALVINGS = 3
 ST_STEPS = 4
 ST_STATUS = 5
 N_STATS = 6
+
+
+@ieee_kernel
+def is_finite(x):
+    """``x`` is neither NaN nor +-inf. Compiled without fastmath and not inlined at
+    Numba-IR level: under ``FASTMATH`` (reassociation) LLVM folds ``np.isfinite``
+    of a computed value to True, so a loss of -inf or NaN went unnoticed."""
+    return x - x == 0.0
 
 
 @inline_kernel
@@ -592,7 +600,7 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
             Ma[r] = ps[r, PS_MA]
             sa[r] = ps[r, PS_SA]
             mmin[r] = ps[r, PS_MMIN]
-            if not np.isfinite(logL[r]):
+            if not is_finite(logL[r]):
                 status[r] = NONFINITE
 
     while True:
@@ -691,7 +699,7 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
             mmin[r] = ps[r, PS_MMIN]
             done[r] += 1
             need[r] = True
-            if not np.isfinite(logLn):
+            if not is_finite(logLn):
                 status[r] = NONFINITE
 
     for r in range(R):

@@ -223,11 +223,23 @@ def test_adaptive_does_not_blow_up_depth_ge_2():
     assert h["beta_norm"][-1] < 1e3
 
 
-def test_fixed_step_divergence_shows_nonfinite():
+@pytest.mark.parametrize("arch,depth", [("diag", 3), ("conv", 3), ("conv", 2), ("fc", 2)])
+@pytest.mark.parametrize("many", [False, True])
+def test_fixed_step_divergence_shows_nonfinite(arch, depth, many):
+    """A diverging fixed-step run stops with status "nonfinite" and a warning,
+    whether its loss overflows to NaN or its margins to +inf (log L = -inf; once
+    hidden by fastmath folding the finiteness test of a computed value)."""
     X, y = gaussian_dataset(10, 9, seed=7)
-    with pytest.warns(RuntimeWarning, match="non-finite"):
-        run = fastbias.fit(X, y, arch="diag", depth=3, step="fixed", step_size=1e6, steps=100)
-    assert run.status == "nonfinite"
+    for step_size in (1e6, 3.0):
+        with pytest.warns(RuntimeWarning, match="non-finite"):
+            if many:
+                run = fastbias.fit_many(X, y, arch=arch, depth=depth, seeds=[0, 1], step="fixed",
+                                        step_size=step_size, steps=200)[1]
+            else:
+                run = fastbias.fit(X, y, arch=arch, depth=depth, step="fixed", step_size=step_size, steps=200)
+        assert run.status == "nonfinite"
+        assert run.steps_done < 200
+        assert not np.isfinite(run.log_loss) or not np.all(np.isfinite(run.beta))
 
 
 # ----------------------------------------------------------------- inputs
