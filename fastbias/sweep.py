@@ -434,20 +434,21 @@ _THEORY = {}
 
 
 def _dataset_theory(key, X, y, arch, depth):
-    """{"svm", "predicted": Prediction} or {"error": message}, cached per process."""
+    """{"svm", "predicted": Prediction} or {"error": message}, cached per process (the
+    SVM per dataset, the prediction per dataset, architecture and depth)."""
     k = (key, arch, depth)
     if k in _THEORY:
         return _THEORY[k]
     from fastbias import theory
 
-    try:
-        svm = theory.max_margin(X, y, "l2").beta
-        pred = theory.predicted(X, y, arch, depth)
-        out = {"svm": svm, "predicted": pred}
-    except (ValueError, RuntimeError) as exc:
-        out = {"error": f"{type(exc).__name__}: {exc}"}
     if len(_THEORY) > 512:
         _THEORY.clear()
+    try:
+        if (key, "svm") not in _THEORY:
+            _THEORY[(key, "svm")] = theory.max_margin(X, y, "l2").beta
+        out = {"svm": _THEORY[(key, "svm")], "predicted": theory.predicted(X, y, arch, depth)}
+    except (ValueError, RuntimeError) as exc:
+        out = {"error": f"{type(exc).__name__}: {exc}"}
     _THEORY[k] = out
     return out
 
@@ -637,11 +638,13 @@ def execute(configs, out, *, every, seconds, threads=1, report=None):
     for r, run, X, y, th in built:
         t0 = time.perf_counter()
         hist = checkpoint.history(run, T)
-        row, extra = _analyze(r, run, hist, X, y, th)
+        with np.errstate(invalid="ignore", over="ignore"):  # a diverged run's beta is inf/NaN
+            row, extra = _analyze(r, run, hist, X, y, th)
+            beta = run.beta
         row["setup_seconds"] = setup[r["id"]]
         row["gd_seconds"] = secs[r["id"]]
         row["theory_seconds"] = time.perf_counter() - t0
-        arrays = {"history": hist, "beta": run.beta,
+        arrays = {"history": hist, "beta": beta,
                   "summary": np.str_(json.dumps(row, sort_keys=True, allow_nan=True))}
         arrays.update(extra)
         store.save_npz(_final_path(out, r["id"]), arrays)

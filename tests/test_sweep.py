@@ -123,16 +123,19 @@ def test_stationary_point_from_beta_T():
 
 
 def _fit_like(r, X, y, **kw):
-    return fastbias.fit(X, y, arch=r["arch"], depth=r["depth"], widths=r["widths"], loss=r["loss"],
-                        steps=r["steps"], step=r["step"], step_size=r["step_size"], init_scale=r["init_scale"],
-                        seed=r["seed"], record=r["record"], **kw)
+    """The run of configuration ``r`` by one uninterrupted ``fit_many`` call (whose runs the
+    sweep makes: for diag/conv it equals ``fit`` only to rounding, its SIMD-lane loop
+    summing in another order)."""
+    return fastbias.fit_many(X, y, seeds=[r["seed"]], arch=r["arch"], depth=r["depth"], widths=r["widths"],
+                             loss=r["loss"], steps=r["steps"], step=r["step"], step_size=r["step_size"],
+                             init_scale=r["init_scale"], record=r["record"], **kw)[0]
 
 
 @pytest.mark.parametrize("record", ["log", "last", 130])
-def test_chunked_runs_equal_fit(tmp_path, record):
+def test_chunked_runs_equal_uninterrupted(tmp_path, record):
     """Runs advanced in chunks of 97 steps, checkpointed at every chunk, have the bits of
-    ``fastbias.fit`` (beta and every history row), also for runs that share a dataset
-    file (one fit_many call), fc widths, the linear predictor, and runs that stop early."""
+    an uninterrupted engine run (beta and every history row), also for runs that share a
+    dataset file, fc widths, the linear predictor, and runs that stop early."""
     Xs, ys = gaussian_dataset(7, 6, seed=3)
     np.savez(tmp_path / "sep.npz", X=Xs, y=ys)
     rng = np.random.default_rng(1)
@@ -142,13 +145,10 @@ def test_chunked_runs_equal_fit(tmp_path, record):
         {"arch": ["conv", "diag"], "depth": [1, 2, 4], "n": 6, "d": 7, "seed": [0, 5], "steps": 1000},
         {"arch": "fc", "depth": 3, "widths": [[3, 5], [7, 2]], "data": "sep.npz", "seed": [0, 1, 2], "steps": 1000},
         {"arch": "linear", "data": "sep.npz", "seed": [0, 1], "steps": 1000, "step": "fixed", "step_size": 0.01},
+        # fixed steps of 50 diverge after ~70 steps: the run stops inside a chunk
+        {"arch": ["diag", "conv", "fc"], "data": "nonsep.npz", "loss": "logistic", "step": "fixed",
+         "step_size": 50.0, "seed": 0, "steps": 1000},
     ]
-    if record == "log":
-        # fixed steps of 50 diverge after ~70 steps: the run stops inside a chunk. (Only with
-        # record="log": the engine flags a non-finite loss at the start of its next call, so
-        # with sparse records fit() itself reports such a run by where its calls end.)
-        specs.append({"arch": ["diag", "conv"], "data": "nonsep.npz", "loss": "logistic", "step": "fixed",
-                      "step_size": 50.0, "seed": 0, "steps": 1000})
     for k, table in enumerate(specs):
         table = {**table, "record": record, "theory": False, "checkpoint_every": 97, "checkpoint_seconds": 0}
         with warnings.catch_warnings():
@@ -166,7 +166,8 @@ def test_chunked_runs_equal_fit(tmp_path, record):
                 one = _fit_like(r, X, y, allow_nonseparable=True)
             h1, h2 = got["history"], one.history
             assert h1.dtype == h2.dtype and h1.tobytes() == h2.tobytes(), (k, r["id"])
-            assert got["beta"].tobytes() == one.beta.tobytes()
+            with np.errstate(invalid="ignore", over="ignore"):  # the diverged runs' beta
+                assert got["beta"].tobytes() == one.beta.tobytes()
             status = "completed" if one.status == "running" else one.status
             assert got["summary"]["status"] == status and got["summary"]["steps_done"] == one.steps_done
             if k == 3:
