@@ -8,15 +8,21 @@ exponential loss), memory of long runs, and cold start.
   divide by the steps for µs per iteration. ``time_fit_setup`` is ``fit(steps=0)``
   (validation, the separability LP, the prepared data), paid once per call. ``fit``
   runs its one run on the calling thread (``gd_group`` with one run).
+  ``track_us_per_iteration`` reports the µs per iteration directly (minimum of 3
+  timed samples of ``STEPS[arch, case]`` iterations). A single run is one thread
+  by design (``fit`` has no thread option): the threads are ``FitMany``'s.
 * ``FitMany``: 64 seeds sharing one dataset (8 lockstep groups of ``engine.GROUP``
-  runs on a pool of ``threads`` workers), ``threads`` 1 and 2, ``record="last"``:
-  ``time_fit_many`` is ``fit_many(steps=BATCH_STEPS[case])``; µs per run-iteration
-  = (time_fit_many - time_fit_many_setup) / (64 steps).
+  runs on a pool of ``threads`` workers), every arch and case of ``Fit`` (but fc at
+  (256,1024,3): 64 runs of 2.1M weights, 1 GB), ``threads`` 1 and 2,
+  ``record="last"``: ``time_fit_many`` is ``fit_many(steps=BATCH_STEPS[arch, case])``;
+  ``track_us_per_run_iteration`` = (T(steps) - T(0)) / (64 steps), minimum of 3
+  samples each (µs per run-iteration; one thread should match ``Fit``'s µs per
+  iteration, two threads half of it on two free cores).
 * ``LongRunMemory``: ``peakmem_fit`` (the process's peak RSS) and
   ``track_traced_peak`` (peak bytes allocated through Python/NumPy during the call,
   by ``tracemalloc``) of a conv (16,32,2) run of 10^4 and 10^6 steps with the default
   log-spaced history: neither may grow with the steps beyond the ~20 history rows
-  per decade.
+  per decade (``track_history_rows``; tests/test_memory.py asserts it).
 * ``ColdStart``: ``timeraw_*`` in a fresh interpreter: ``import fastbias`` and a first
   ``fit``, with Numba's on-disk cache warm and with an empty cache (compilation).
 
@@ -30,6 +36,7 @@ one process.
 
 import copy
 import functools
+import time
 import tracemalloc
 
 import fastbias
@@ -37,8 +44,8 @@ from fastbias.data import gaussian_dataset
 
 ARCHS = ("linear", "fc", "diag", "conv")
 CASES = ("16x32x2", "16x32x4", "128x128x3", "256x1024x3")
-BATCH_CASES = ("16x32x4", "128x128x3")
 BATCH_SEEDS = 64
+TRACK_SAMPLES = 3  # timed samples per track_* value (minimum taken)
 
 # Iterations per sample, so that a sample takes about 0.05-0.5 s (2-core machine).
 STEPS = {
@@ -49,7 +56,15 @@ STEPS = {
     ("conv", "16x32x2"): 100_000, ("conv", "16x32x4"): 100_000, ("conv", "128x128x3"): 20_000,
     ("conv", "256x1024x3"): 2_000,
 }
-BATCH_STEPS = {"16x32x4": 2_000, "128x128x3": 300}
+# Iterations per fit_many sample (64 runs): about STEPS / 64.
+BATCH_STEPS = {
+    ("linear", "16x32x2"): 1_500, ("linear", "128x128x3"): 300, ("linear", "256x1024x3"): 30,
+    ("fc", "16x32x2"): 800, ("fc", "16x32x4"): 150, ("fc", "128x128x3"): 8,
+    ("diag", "16x32x2"): 1_500, ("diag", "16x32x4"): 1_500, ("diag", "128x128x3"): 300,
+    ("diag", "256x1024x3"): 30,
+    ("conv", "16x32x2"): 1_500, ("conv", "16x32x4"): 2_000, ("conv", "128x128x3"): 300,
+    ("conv", "256x1024x3"): 30,
+}
 
 
 def parse_case(case):
@@ -109,30 +124,60 @@ class Fit:
     def time_fit_setup(self, arch, case):
         fastbias.fit(self.X, self.y, arch=arch, depth=self.depth, steps=0)
 
+    def track_us_per_iteration(self, arch, case):
+        best = float("inf")
+        for _ in range(TRACK_SAMPLES):
+            run = copy.deepcopy(initial_run(arch, case))
+            t0 = time.perf_counter()
+            run.resume(self.steps)
+            best = min(best, time.perf_counter() - t0)
+        return best / self.steps * 1e6
+
+    track_us_per_iteration.unit = "us"
+
+
+def _min_time(fn, samples):
+    best = float("inf")
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
 
 class FitMany:
-    params = [BATCH_CASES, [1, 2]]
-    param_names = ["case", "threads"]
+    params = [ARCHS, CASES, [1, 2]]
+    param_names = ["arch", "case", "threads"]
     number = 1
     warmup_time = 0.0
     timeout = 300
 
-    def setup(self, case, threads):
+    def setup(self, arch, case, threads):
+        self.depth = depth_of(arch, case)
+        if (arch, case) not in BATCH_STEPS:
+            raise NotImplementedError(f"fit_many of {BATCH_SEEDS} {arch} runs at {case}: too large")
         warm_engine()
-        N, D, self.L = parse_case(case)
+        N, D, _ = parse_case(case)
         self.X, self.y = dataset(N, D)
-        self.steps = BATCH_STEPS[case]
-        self._fit_many(threads, 2)  # start fit_many's thread pool
+        self.steps = BATCH_STEPS[arch, case]
+        self._fit_many(arch, threads, 2)  # start fit_many's thread pool
 
-    def _fit_many(self, threads, steps):
-        return fastbias.fit_many(self.X, self.y, arch="conv", depth=self.L, seeds=range(BATCH_SEEDS),
+    def _fit_many(self, arch, threads, steps):
+        return fastbias.fit_many(self.X, self.y, arch=arch, depth=self.depth, seeds=range(BATCH_SEEDS),
                                  steps=steps, threads=threads, record="last")
 
-    def time_fit_many(self, case, threads):
-        self._fit_many(threads, self.steps)
+    def time_fit_many(self, arch, case, threads):
+        self._fit_many(arch, threads, self.steps)
 
-    def time_fit_many_setup(self, case, threads):
-        self._fit_many(threads, 0)
+    def time_fit_many_setup(self, arch, case, threads):
+        self._fit_many(arch, threads, 0)
+
+    def track_us_per_run_iteration(self, arch, case, threads):
+        t_run = _min_time(lambda: self._fit_many(arch, threads, self.steps), TRACK_SAMPLES)
+        t_setup = _min_time(lambda: self._fit_many(arch, threads, 0), TRACK_SAMPLES)
+        return (t_run - t_setup) / (BATCH_SEEDS * self.steps) * 1e6
+
+    track_us_per_run_iteration.unit = "us"
 
 
 class LongRunMemory:
@@ -163,6 +208,11 @@ class LongRunMemory:
         return peak
 
     track_traced_peak.unit = "bytes"
+
+    def track_history_rows(self, steps):
+        return len(self._fit(steps).history)
+
+    track_history_rows.unit = "rows"
 
 
 _FRESH_NUMBA_CACHE = """

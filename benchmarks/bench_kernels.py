@@ -2,8 +2,9 @@
 connected maps, and a plain NumPy evaluation of each, with the same parameters.
 
 * ``PConv``/``PConvJVP``/``PConvVJP``: the raw jitted variants (``direct``, ``rfft``,
-  ``fftw``) on the batched ``(1, L, D)`` arrays they take, and ``numpy`` (the
-  plain ``numpy.fft`` evaluation below, on the unbatched ``(L, D)`` arrays).
+  ``fftw``) on the batched ``(1, L, D)`` arrays they take, the public validated
+  wrapper with ``backend="auto"`` (``public``), and ``numpy`` (the plain
+  ``numpy.fft`` evaluation below, on the unbatched ``(L, D)`` arrays).
 * ``PDiag``/``PFull``: the raw kernel (``numba``), the public validated wrapper
   (``public``) and ``numpy``.
 * ``CallOverhead``: the public wrapper ``pconv(ws, backend="direct")`` against the
@@ -238,7 +239,7 @@ def warm(kind, op, variant, D, L):
 
 
 class _ConvSuite:
-    params = [("numpy",) + CONV_BACKENDS, SIZES, DEPTHS]
+    params = [("numpy",) + CONV_BACKENDS + ("public",), SIZES, DEPTHS]
     param_names = ["variant", "D", "L"]
     timeout = 300
     op = None
