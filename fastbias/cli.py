@@ -75,7 +75,7 @@ def _sweep(args):
         spec = sweep.load_spec(args.spec)
         say(f"fastbias sweep: {len(spec)} runs from {args.spec} -> {args.out}")
         res = sweep.run_sweep(spec, args.out, dask=args.dask, workers=args.workers, progress=not args.quiet, log=say)
-    except (sweep.SpecError, ValueError, TypeError, RuntimeError) as exc:
+    except (sweep.SpecError, ValueError, TypeError, RuntimeError, OSError) as exc:
         return _error(exc)
     wall = res["wall_seconds"]
     rate = (f"{res['ran'] / wall:.3g} runs/s, {res['steps'] / wall:.3g} run-iterations/s"
@@ -124,7 +124,7 @@ def _plot(args):
 
     try:
         paths = sweep.plot_sweep(args.dir, progress=not args.quiet)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         return _error(exc)
     for p in paths:
         print(p)

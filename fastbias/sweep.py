@@ -659,10 +659,12 @@ def execute(configs, out, *, every, seconds, threads=1, report=None):
 # --------------------------------------------------------------------------- the sweep folder
 
 
-def _prepare_folder(spec, out):
-    """Create or check ``out``: a fresh folder gets sweep.json, spec.toml and the data
-    copies; a folder of the same sweep is resumed; anything else is refused."""
+def _check_folder(spec, out):
+    """True if ``out`` holds this sweep, False if it is new or empty; SpecError if it
+    holds another sweep or anything else."""
     record = os.path.join(out, "sweep.json")
+    if not os.path.isdir(out):
+        return False
     entries = [e for e in os.listdir(out) if e != ".lock" and not (e.startswith(".") and e.endswith(store.TEMP_SUFFIX))]
     if os.path.exists(record):
         with open(record) as f:
@@ -677,6 +679,14 @@ def _prepare_folder(spec, out):
                         "--out folder")
     else:
         resumed = False
+    return resumed
+
+
+def _prepare_folder(spec, out):
+    """Create or check ``out``: a fresh folder gets sweep.json, spec.toml and the data
+    copies; a folder of the same sweep is resumed; anything else is refused."""
+    record = os.path.join(out, "sweep.json")
+    resumed = _check_folder(spec, out)
     if not resumed:  # first, so that a folder with anything of ours in it names its sweep
         store.atomic_write_json(record, {"format": FORMAT, "fingerprint": spec.fingerprint,
                                          "runs": spec.runs})
@@ -747,6 +757,7 @@ def run_sweep(spec, out, *, dask=None, workers=None, progress=True, log=None):
     if dask is not None and not isinstance(dask, str):
         raise TypeError(f"dask must be 'local' or a scheduler address, got {type(dask).__name__}")
     out = os.path.abspath(os.fspath(out))
+    _check_folder(spec, out)  # refuse before leaving a lock file in someone else's folder
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
     with store.folder_lock(out):
@@ -782,10 +793,9 @@ def run_sweep(spec, out, *, dask=None, workers=None, progress=True, log=None):
                     bar.close()
         summary = write_summary(out, spec)
         wall = time.perf_counter() - t_start
-        done = [r for r in pending]
-        steps = _steps_done(done, out) - steps_before
+        steps = _steps_done(pending, out) - steps_before
         session.update({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_seconds": wall,
-                        "runs_done": len(done), "run_iterations": steps})
+                        "runs_done": len(pending), "run_iterations": steps})
         store.atomic_write_json(env_path, {"sessions": sessions})
     return {"summary": summary, "runs": len(spec.runs), "skipped": skipped, "ran": len(pending),
             "steps": steps, "wall_seconds": wall}

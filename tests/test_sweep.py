@@ -426,6 +426,7 @@ def test_folder_refusals(reference, tmp_path):
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(sweep.SpecError, match="not empty and holds no fastbias sweep"):
         sweep.run_sweep(spec, tmp_path / "foreign", progress=False)
+    assert os.listdir(tmp_path / "foreign") == ["notes.txt"]
     with store.folder_lock(out):
         p = _run(_sweep_cmd(spec, out))
     assert p.returncode == 2 and "another fastbias process is writing" in p.stderr
