@@ -255,6 +255,8 @@ def _drive(runs, steps, threads):
     if steps == 0 or not runs:
         return
     start = runs[0].steps_done
+    if any(r.steps_done != start or r._record != runs[0]._record for r in runs):
+        raise ValueError("runs advanced together must have done the same number of steps and record alike")
     stop = start + steps
     if runs[0]._record == "log":
         points = _record_steps(start, stop)
@@ -295,46 +297,63 @@ def _advance(runs, n, threads):
     for i, r in enumerate(runs):
         # finished runs (stuck, stationary, diverged) are left alone by the kernel
         stats[i, _gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
-    # lockstep groups of at most GROUP runs on one dataset (fixed sizes: results do
-    # not depend on the thread count); runs arrive grouped by dataset
-    datasets = []
-    for r in runs:
-        if not datasets or datasets[-1] is not r._problem:
-            datasets.append(r._problem)
-    starts, data = [0], []
-    i = 0
-    for j, q in enumerate(datasets):
-        size = 0
-        while i < R and runs[i]._problem is q:
-            i += 1
-            size += 1
-            if size == GROUP or i == R or runs[i]._problem is not q:
-                starts.append(i)
-                data.append(j)
-                size = 0
-    group_start = np.array(starts, dtype=np.int64)
-    group_data = np.array(data, dtype=np.int64)
-    Zs = datasets[0].Z[None] if len(datasets) == 1 else np.stack([q.Z for q in datasets])
-    X2s = np.array([q.X2 for q in datasets])
-    Xhs = np.array([q.Xh for q in datasets])
     step = np.array([r._step_size for r in runs])
     loss = LOSSES[runs[0]._loss]
     adaptive = runs[0]._step == "adaptive"
     args = p.loop_args()
-
     lanes = runs[0]._lanes
+    if any(r._lanes != lanes for r in runs):
+        raise ValueError("runs of fit and of fit_many cannot advance together")
+    if lanes:
+        # SIMD-lane groups of GROUP runs in order, across datasets of one shape (a
+        # run's bits depend neither on its group nor on its lane)
+        probs = [r._problem for r in runs]
+        group_start = np.array(list(range(0, R, GROUP)) + [R], dtype=np.int64)
+        X2s = np.array([q.X2 for q in probs])
+        Xhs = np.array([q.Xh for q in probs])
 
-    def run_group(g):
-        a, b = group_start[g], group_start[g + 1]
-        d = group_data[g]
-        if lanes:
-            _lanes.gd_lanes(thetas[a:b], p.depth, p.K, p.Ki, Zs[d], p.pw, X2s[d], Xhs[d], loss, adaptive,
-                            step[a:b], n, stats[a:b])
-        else:
+        def run_group(g):
+            a, b = group_start[g], group_start[g + 1]
+            if all(q is probs[a] for q in probs[a:b]):
+                _lanes.gd_lanes(thetas[a:b], p.depth, p.K, p.Ki, probs[a].Z, p.pw, X2s[a:b], Xhs[a:b], loss,
+                                adaptive, step[a:b], n, stats[a:b])
+            else:
+                Zs = np.stack([q.Z for q in probs[a:b]])
+                _lanes.gd_lanes_each(thetas[a:b], p.depth, p.K, p.Ki, Zs, p.pw, X2s[a:b], Xhs[a:b], loss,
+                                     adaptive, step[a:b], n, stats[a:b])
+
+        ngroups = len(group_start) - 1
+    else:
+        # lockstep groups of at most GROUP runs on one dataset (fixed sizes: results do
+        # not depend on the thread count); runs arrive grouped by dataset
+        datasets = []
+        for r in runs:
+            if not datasets or datasets[-1] is not r._problem:
+                datasets.append(r._problem)
+        starts, data = [0], []
+        i = 0
+        for j, q in enumerate(datasets):
+            size = 0
+            while i < R and runs[i]._problem is q:
+                i += 1
+                size += 1
+                if size == GROUP or i == R or runs[i]._problem is not q:
+                    starts.append(i)
+                    data.append(j)
+                    size = 0
+        group_start = np.array(starts, dtype=np.int64)
+        group_data = np.array(data, dtype=np.int64)
+        Zs = datasets[0].Z[None] if len(datasets) == 1 else np.stack([q.Z for q in datasets])
+        X2s = np.array([q.X2 for q in datasets])
+        Xhs = np.array([q.Xh for q in datasets])
+
+        def run_group(g):
+            a, b = group_start[g], group_start[g + 1]
+            d = group_data[g]
             _gd.gd_group(thetas[a:b], *args, Zs[d], p.pw, X2s[d], Xhs[d], loss, adaptive, step[a:b], n,
                          stats[a:b])
 
-    ngroups = len(group_data)
+        ngroups = len(group_data)
     workers = min(ngroups, threads if threads is not None else (os.cpu_count() or 1))
     if workers <= 1:
         for g in range(ngroups):
@@ -391,8 +410,10 @@ def _prepare(X, y, *, arch, depth, widths, loss, steps, step, step_size, init_sc
         check_choice(record, "record", ("log", "last"))
     else:
         record = check_int(record, "record", 1)
-    if not is_separable(X, y):
-        if loss == "exp" and not allow_nonseparable:
+    # the separability LP (HiGHS; up to 0.2 s at D = 1024) is skipped when the caller
+    # allows non-separable data: then neither its error nor its warning applies
+    if not allow_nonseparable and not is_separable(X, y):
+        if loss == "exp":
             raise ValueError("the data are not linearly separable: the exponential loss has no "
                              "minimizer direction (pass allow_nonseparable=True to run anyway)")
         if loss == "logistic":
@@ -436,6 +457,9 @@ def fit(X, y, *, arch, depth=None, widths=None, loss="exp", steps, step="adaptiv
         (default 1/sqrt(D)); ``seed`` seeds it. ``init`` gives the weights instead.
     record : "log" (about 20 rows per decade plus the last step), "last", or k (every k steps)
     references : dict name -> (D,) direction (or a sequence); a ``cos_<name>`` column each
+    allow_nonseparable : run the exponential loss on data that are not linearly
+        separable; also skips the separability check (an LP) altogether, so logistic
+        runs on non-separable data then get no warning either
 
     Returns
     -------

@@ -23,7 +23,7 @@ overlap checks. Callers pass distinct arrays for distinct arguments.
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
@@ -199,7 +199,7 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
 
 @noalias_kernel
 def lanes_smoothness(a, X2, Xh, S, Gm, w):
-    """``_gd.smoothness`` per lane from the magnitudes ``a`` (L, LANES): with
+    """``_gd.smoothness`` per lane (``X2, Xh`` (LANES,)) from the magnitudes ``a`` (L, LANES): with
     ``P = prod_j a_j`` and ``T = sum_j 1 / a_j``, ``q_l = P / a_l`` and
     ``sum_{k != l} prod_{j != l, k} a_j = q_l (T - 1 / a_l)``; by plain products when
     some magnitude is zero. ``w`` (5, LANES) is work."""
@@ -250,52 +250,57 @@ def lanes_smoothness(a, X2, Xh, S, Gm, w):
                 w[0, r] += w[2, r] * w[2, r]
                 w[1, r] = w[3, r] if w[3, r] > w[1, r] else w[1, r]
     for r in range(LANES):
-        S[r] = X2 * w[0, r] + Xh * w[1, r]
-        Gm[r] = np.sqrt(X2 * w[0, r])
+        S[r] = X2[r] * w[0, r] + Xh[r] * w[1, r]
+        Gm[r] = np.sqrt(X2[r] * w[0, r])
+
+
+def _zat(Z, i, j, r):
+    """``Z[i, j]`` for data shared by the lanes (2-D), ``Z[i, j, r]`` for data of
+    each lane's own (3-D): the same value either way, so a lane's arithmetic, and
+    its bits, do not depend on whether its dataset is shared."""
+
+
+@overload(_zat, inline="always")
+def _zat_impl(Z, i, j, r):
+    if Z.ndim == 2:
+        return lambda Z, i, j, r: Z[i, j]
+    return lambda Z, i, j, r: Z[i, j, r]
 
 
 @ieee_inline_kernel
 def _lanes_matvec(ZT, b, m):
-    """``m[n, r] += sum_k ZT[k, n] b[k, r]``, four bins per sweep over the samples
+    """``m[n, r] += sum_k ZT[k, n(, r)] b[k, r]``, four bins per sweep over the samples
     (each lane's sum is still accumulated in the order k = 0, 1, 2, ...)."""
-    K, N = ZT.shape
+    K, N = ZT.shape[0], ZT.shape[1]
     K4 = K - K % 4
     for k in range(0, K4, 4):
         for n in range(N):
-            z0 = ZT[k, n]
-            z1 = ZT[k + 1, n]
-            z2 = ZT[k + 2, n]
-            z3 = ZT[k + 3, n]
             for r in range(LANES):
-                m[n, r] = fma(z3, b[k + 3, r], fma(z2, b[k + 2, r], fma(z1, b[k + 1, r], fma(z0, b[k, r], m[n, r]))))
+                m[n, r] = fma(_zat(ZT, k + 3, n, r), b[k + 3, r], fma(_zat(ZT, k + 2, n, r), b[k + 2, r],
+                              fma(_zat(ZT, k + 1, n, r), b[k + 1, r], fma(_zat(ZT, k, n, r), b[k, r], m[n, r]))))
     for k in range(K4, K):
         for n in range(N):
-            z = ZT[k, n]
             for r in range(LANES):
-                m[n, r] = fma(z, b[k, r], m[n, r])
+                m[n, r] = fma(_zat(ZT, k, n, r), b[k, r], m[n, r])
 
 
 @ieee_inline_kernel
 def _lanes_rmatvec(Z, e, G):
-    """``G[k, r] = sum_n e[n, r] Z[n, k]``, four samples per sweep over the bins."""
-    N, K = Z.shape
+    """``G[k, r] = sum_n e[n, r] Z[n, k(, r)]``, four samples per sweep over the bins."""
+    N, K = Z.shape[0], Z.shape[1]
     for k in range(K):
         for r in range(LANES):
             G[k, r] = 0.0
     N4 = N - N % 4
     for n in range(0, N4, 4):
         for k in range(K):
-            z0 = Z[n, k]
-            z1 = Z[n + 1, k]
-            z2 = Z[n + 2, k]
-            z3 = Z[n + 3, k]
             for r in range(LANES):
-                G[k, r] = fma(e[n + 3, r], z3, fma(e[n + 2, r], z2, fma(e[n + 1, r], z1, fma(e[n, r], z0, G[k, r]))))
+                G[k, r] = fma(e[n + 3, r], _zat(Z, n + 3, k, r), fma(e[n + 2, r], _zat(Z, n + 2, k, r),
+                              fma(e[n + 1, r], _zat(Z, n + 1, k, r), fma(e[n, r], _zat(Z, n, k, r), G[k, r]))))
     for n in range(N4, N):
         for k in range(K):
-            z = Z[n, k]
             for r in range(LANES):
-                G[k, r] = fma(e[n, r], z, G[k, r])
+                G[k, r] = fma(e[n, r], _zat(Z, n, k, r), G[k, r])
 
 
 @noalias_kernel
@@ -305,7 +310,7 @@ def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
     lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
     maximum is known before any exponential: no rescaling), shared by all lanes."""
-    N, K = ZR.shape
+    N, K = ZR.shape[0], ZR.shape[1]
     Ki = ZI.shape[1]
     for n in range(N):
         for r in range(LANES):
@@ -399,18 +404,55 @@ def lanes_accept(acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
 @ieee_kernel
 def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
     """``_gd.gd_group`` for the PROD family (``Ki = 0``: diagonal; ``Ki = K``:
-    convolutional), at most ``LANES`` runs sharing the dataset ``Z``, one per lane.
-    Same arguments and contract (``thetas`` (R, P) and ``stats`` (R, N_STATS) updated
-    in place; runs not RUNNING are left alone); lanes beyond R are idle."""
-    R, P = thetas.shape
-    if R > LANES:
-        raise ValueError("gd_lanes takes at most LANES runs")
-    N = Z.shape[0]
-    nk = L * K
+    convolutional), at most ``LANES`` runs, one per lane, sharing the dataset ``Z``
+    (N, P). Same arguments and contract (``thetas`` (R, P) and ``stats`` (R, N_STATS)
+    updated in place; runs not RUNNING are left alone), except ``X2, Xh`` (R,): per
+    run. Lanes beyond R are idle."""
+    R = thetas.shape[0]
+    if R > LANES or X2.shape[0] != R or Xh.shape[0] != R:
+        raise ValueError("gd_lanes takes at most LANES runs and one X2, Xh per run")
     ZR = np.ascontiguousarray(Z[:, :K])
     ZI = np.ascontiguousarray(Z[:, K:K + Ki])
     ZRT = np.ascontiguousarray(ZR.T)
     ZIT = np.ascontiguousarray(ZI.T)
+    _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
+
+
+@ieee_kernel
+def gd_lanes_each(thetas, L, K, Ki, Zs, pw, X2, Xh, loss, adaptive, step, steps, stats):
+    """``gd_lanes`` with a dataset per run: ``Zs`` (R, N, P). A run gives the same
+    bits here as in ``gd_lanes`` (the lanes read the same values)."""
+    R = thetas.shape[0]
+    if R > LANES or Zs.shape[0] != R or X2.shape[0] != R or Xh.shape[0] != R:
+        raise ValueError("gd_lanes_each takes at most LANES runs, one dataset, X2, Xh per run")
+    N = Zs.shape[1]
+    ZR = np.empty((N, K, LANES))
+    ZI = np.empty((N, Ki, LANES))
+    ZRT = np.empty((K, N, LANES))
+    ZIT = np.empty((Ki, N, LANES))
+    for r in range(LANES):
+        src = r if r < R else 0  # idle lanes: a copy of run 0's data
+        for n in range(N):
+            for k in range(K):
+                ZR[n, k, r] = Zs[src, n, k]
+                ZRT[k, n, r] = Zs[src, n, k]
+            for k in range(Ki):
+                ZI[n, k, r] = Zs[src, n, K + k]
+                ZIT[k, n, r] = Zs[src, n, K + k]
+    _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
+
+
+@ieee_kernel
+def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adaptive, step, steps, stats):
+    """The rounds of ``gd_lanes``, for the data in either layout."""
+    R = thetas.shape[0]
+    N = ZR.shape[0]
+    nk = L * K
+    X2 = np.empty(LANES)
+    Xh = np.empty(LANES)
+    for r in range(LANES):
+        X2[r] = X2r[r if r < R else 0]
+        Xh[r] = Xhr[r if r < R else 0]
     pw2 = np.empty((K, LANES))
     for k in range(K):
         for r in range(LANES):

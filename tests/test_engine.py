@@ -184,6 +184,22 @@ def test_fit_many_resume_is_bitwise_uninterrupted(arch, depth):
         assert np.array_equal(p.beta, f.beta)
 
 
+@pytest.mark.parametrize("arch,depth,loss", [("conv", 3, "exp"), ("diag", 2, "logistic")])
+def test_lane_groups_mix_datasets_bitwise(arch, depth, loss):
+    """Runs of different datasets share SIMD-lane groups (the sweep advances them
+    together): each run gets the same bits as in a group of its own dataset."""
+    from fastbias import engine
+
+    Xs, ys = zip(*[gaussian_dataset(9, 8, seed=s) for s in range(5)])
+    kw = dict(arch=arch, depth=depth, loss=loss, steps=0)
+    mixed = [fastbias.fit_many(X, y, seeds=[s], **kw)[0] for s, (X, y) in enumerate(zip(Xs, ys))]
+    engine._drive(mixed, 600, threads=1)  # one group of 5 runs, 5 datasets
+    for s, (X, y) in enumerate(zip(Xs, ys)):
+        own = fastbias.fit_many(X, y, seeds=[s, 7], loss=loss, arch=arch, depth=depth, steps=600)[0]
+        assert np.array_equal(mixed[s].beta, own.beta)
+        assert np.array_equal(mixed[s].history["log_loss"], own.history["log_loss"])
+
+
 def test_fit_many_several_datasets():
     Xs, ys = zip(*[gaussian_dataset(10, 9, seed=s) for s in range(3)])
     runs = fastbias.fit_many(np.stack(Xs), np.stack(ys), arch="conv", depth=2, seeds=[0, 1], steps=500)
