@@ -39,7 +39,7 @@ FULL = 1
 EXP_LOSS = 0
 LOGISTIC_LOSS = 1
 LOG_TINY = -700.0
-LOG_CERT = np.log(1.999)  # the descent lemma needs eta * H < 2 on the segment
+CERT = 1.999  # the descent lemma needs eta * H < 2 on the segment
 MAX_HALVINGS = 200
 
 # status codes
@@ -306,6 +306,30 @@ def smoothness(a, X2, Xh):
         if hs > hmax:
             hmax = hs
     return X2 * g + Xh * hmax, np.sqrt(X2 * g)
+
+
+@inline_kernel
+def step_multiplier(adaptive, loss, step, sa, Ma, logL, S):
+    """``(mult, ratio)`` of a new step: the update is ``W + mult U`` along the ascent
+    direction ``U`` of the margins. Adaptive: ``eta = c / (L S)``, so
+    ``mult = eta exp(Ma) = c exp(Ma - log L) / S``, ``ratio = exp(Ma - log L)``
+    (``1 / sum_n e_n`` for the exponential loss). Fixed: ``mult = eta exp(Ma)`` (zero
+    below ``LOG_TINY``). Never an exponential of a raw margin."""
+    if adaptive:
+        ratio = 1.0 / sa if loss == EXP_LOSS else np.exp(Ma - logL)
+        return step * ratio / S, ratio
+    lm = np.log(step) + Ma
+    return (np.exp(lm) if lm > LOG_TINY else 0.0), 1.0
+
+
+@inline_kernel
+def segment_certified(mult, ratio, Sb, Gb, u2):
+    """The step ``mult`` is certified on its segment: ``eta L(w) S(a + |dW|)
+    exp(Gm |dw|) < CERT`` with ``eta L(w) = mult / ratio``, ``|dw| = mult sqrt(u2)``
+    and ``exp(x) <= 1 / (1 - x)`` for ``x < 1`` (README, "Certified step sizes")."""
+    x = Gb * mult * np.sqrt(u2)
+    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
+    return mult / ratio * Sb * grow < CERT
 
 
 # ------------------------------------------------------------------ PROD family
@@ -629,24 +653,18 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
                     if u2[r] == 0.0 or S == 0.0:
                         status[r] = STATIONARY  # zero gradient: GD stays here forever
                         continue
-                    # eta = c / (L S): the step along U is eta exp(Ma) = c exp(Ma - log L) / S
-                    ratio[r] = 1.0 / sa[r] if loss == EXP_LOSS else np.exp(Ma[r] - logL[r])
-                    mult[r] = step[r] * ratio[r] / S
                 else:
-                    lm = np.log(step[r]) + Ma[r]
-                    mult[r] = np.exp(lm) if lm > LOG_TINY else 0.0
+                    S = 1.0
+                mult[r], ratio[r] = step_multiplier(adaptive, loss, step[r], sa[r], Ma[r], logL[r], S)
                 need[r] = False
                 tries[r] = 0
             if adaptive:
-                # certify on the segment: eta L(w) S(a + |dW|) exp(Gm |dw|) < 2, where
-                # eta L(w) = mult / ratio and exp(x) <= 1 / (1 - x) for x < 1
+                # certify on the segment, halving until the descent lemma holds there
                 while True:
                     for l in range(L):
                         ab[l] = a[r, l] + mult[r] * um[r, l]
                     Sb, Gb = smoothness(ab, X2, Xh)
-                    x = Gb * mult[r] * np.sqrt(u2[r])
-                    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
-                    if mult[r] / ratio[r] * Sb * grow < 1.999:
+                    if segment_certified(mult[r], ratio[r], Sb, Gb, u2[r]):
                         break
                     mult[r] *= 0.5
                     halv[r] += 1

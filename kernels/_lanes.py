@@ -27,13 +27,12 @@ from numba.extending import intrinsic, overload
 
 from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
-    EXP_LOSS, LOG_CERT, LOG_TINY, MAX_HALVINGS, N_STATS, NONFINITE, RUNNING, STATIONARY, STUCK,
+    EXP_LOSS, LOG_TINY, MAX_HALVINGS, NONFINITE, RUNNING, STATIONARY, STUCK,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS, _LN2_HI, _LN2_LO,
-    _LOG2E, _POW2, _log_softplus, _softplus,
+    _LOG2E, _POW2, _log_softplus, _softplus, segment_certified, step_multiplier,
 )
 
 LANES = 8
-_CERT = np.exp(LOG_CERT)  # 1.999
 
 __all__ = ["LANES", "gd_lanes"]
 
@@ -309,9 +308,9 @@ def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     softmax weights ``e[n, r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
     ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
     lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
-    maximum is known before any exponential: no rescaling), shared by all lanes."""
-    N, K = ZR.shape[0], ZR.shape[1]
-    Ki = ZI.shape[1]
+    maximum is known before any exponential: no rescaling), shared by all lanes or
+    (3-D data) each lane's own."""
+    N = ZR.shape[0]
     for n in range(N):
         for r in range(LANES):
             m[n, r] = 0.0
@@ -538,15 +537,10 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
         for r in range(LANES):
             if status[r] != RUNNING or done[r] >= steps or not need[r]:
                 continue
-            if adaptive:
-                if u2[r] == 0.0 or S[r] == 0.0:
-                    status[r] = STATIONARY
-                    continue
-                ratio[r] = 1.0 / sa[r] if loss == EXP_LOSS else np.exp(Ma[r] - logL[r])
-                mult[r] = stp[r] * ratio[r] / S[r]
-            else:
-                lm = np.log(stp[r]) + Ma[r]
-                mult[r] = np.exp(lm) if lm > LOG_TINY else 0.0
+            if adaptive and (u2[r] == 0.0 or S[r] == 0.0):
+                status[r] = STATIONARY  # zero gradient: GD stays here forever
+                continue
+            mult[r], ratio[r] = step_multiplier(adaptive, loss, stp[r], sa[r], Ma[r], logL[r], S[r])
             need[r] = False
             tries[r] = 0
         # 2. certification on the segment, halving lane by lane until it holds
@@ -560,9 +554,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
                 for r in range(LANES):
                     if status[r] != RUNNING or done[r] >= steps:
                         continue
-                    x = Gm[r] * mult[r] * np.sqrt(u2[r])
-                    grow = 1.0 / (1.0 - x) if x < 0.5 else np.exp(x)
-                    if not mult[r] / ratio[r] * S[r] * grow < _CERT:
+                    if not segment_certified(mult[r], ratio[r], S[r], Gm[r], u2[r]):
                         mult[r] *= 0.5
                         halv[r] += 1
                         all_ok = False
