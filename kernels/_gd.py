@@ -332,6 +332,21 @@ def segment_certified(mult, ratio, Sb, Gb, u2):
     return mult / ratio * Sb * grow < CERT
 
 
+@inline_kernel
+def guard_refuses(r, adaptive, logLn, logL, tries, halv, mult, status):
+    """The guard: an adaptive step of run ``r`` whose loss ``logLn`` is not below the
+    current ``logL[r]`` is refused and halved (``STUCK`` after ``MAX_HALVINGS`` in a
+    row), so the loss never increases. Returns whether it was refused."""
+    if adaptive and not logLn <= logL[r]:
+        tries[r] += 1
+        halv[r] += 1
+        mult[r] *= 0.5
+        if tries[r] > MAX_HALVINGS:
+            status[r] = STUCK
+        return True
+    return False
+
+
 # ------------------------------------------------------------------ PROD family
 
 
@@ -691,12 +706,7 @@ def gd_group(thetas, family, L, K, Ki, widths, offsets, Z, pw, X2, Xh, loss, ada
             if not inpass[r]:
                 continue
             logLn = pass_log_loss(r, loss, ps)
-            if adaptive and not logLn <= logL[r]:
-                tries[r] += 1
-                halv[r] += 1
-                mult[r] *= 0.5
-                if tries[r] > MAX_HALVINGS:
-                    status[r] = STUCK
+            if guard_refuses(r, adaptive, logLn, logL, tries, halv, mult, status):
                 continue
             if done[r] == steps - 1:
                 log_eta[r] = (np.log(mult[r]) if mult[r] > 0.0 else -np.inf) - Ma[r]

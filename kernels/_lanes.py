@@ -27,9 +27,9 @@ from numba.extending import intrinsic, overload
 
 from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
-    EXP_LOSS, LOG_TINY, MAX_HALVINGS, NONFINITE, RUNNING, STATIONARY, STUCK,
+    EXP_LOSS, LOG_TINY, NONFINITE, RUNNING, STATIONARY, STUCK,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS, _LN2_HI, _LN2_LO,
-    _LOG2E, _POW2, _log_softplus, _softplus, segment_certified, step_multiplier,
+    _LOG2E, _POW2, _log_softplus, _softplus, guard_refuses, is_finite, segment_certified, step_multiplier,
 )
 
 LANES = 8
@@ -519,7 +519,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
         Ma[r] = out[1, r]
         sa[r] = out[2, r]
         mmin[r] = out[3, r]
-        if status[r] == RUNNING and not np.isfinite(logL[r]):
+        if status[r] == RUNNING and not is_finite(logL[r]):
             status[r] = NONFINITE
 
     while True:
@@ -569,12 +569,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
             if status[r] != RUNNING or done[r] >= steps:
                 continue
             logLn = out[0, r]
-            if adaptive and not logLn <= logL[r]:
-                tries[r] += 1
-                halv[r] += 1
-                mult[r] *= 0.5
-                if tries[r] > MAX_HALVINGS:
-                    status[r] = STUCK
+            if guard_refuses(r, adaptive, logLn, logL, tries, halv, mult, status):
                 continue
             if done[r] == steps - 1:
                 log_eta[r] = (np.log(mult[r]) if mult[r] > 0.0 else -np.inf) - Ma[r]
@@ -585,7 +580,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
             mmin[r] = out[3, r]
             done[r] += 1
             need[r] = True
-            if not np.isfinite(logLn):
+            if not is_finite(logLn):
                 status[r] = NONFINITE
         # accepted trial points become current: swap the buffers when every lane
         # whose state matters accepted (the usual case), else copy lane by lane
