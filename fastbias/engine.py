@@ -28,6 +28,9 @@ STATUS = {
 RECORDS_PER_DECADE = 20
 GROUP = 8  # runs per lockstep group in fit_many (one pass over the data serves the group)
 assert GROUP == _lanes.LANES
+LANES_TAG = (0,) * _lanes.LANES  # gd_lanes' lane count is the length of its tag tuple
+SINGLE_TAG = (0,)
+LANES_MIN = 4  # a group of fewer diag/conv runs goes one run per one-lane loop (measured faster)
 
 HISTORY_COLUMNS = (
     "step", "log_loss", "min_margin", "normalized_margin", "beta_norm",
@@ -312,15 +315,22 @@ def _advance(runs, n, threads):
         X2s = np.array([q.X2 for q in probs])
         Xhs = np.array([q.Xh for q in probs])
 
-        def run_group(g):
-            a, b = group_start[g], group_start[g + 1]
+        def lanes_call(a, b, tag):
             if all(q is probs[a] for q in probs[a:b]):
-                _lanes.gd_lanes(thetas[a:b], p.depth, p.K, p.Ki, probs[a].Z, p.pw, X2s[a:b], Xhs[a:b], loss,
-                                adaptive, step[a:b], n, stats[a:b])
+                _lanes.gd_lanes(tag, thetas[a:b], p.depth, p.K, p.Ki, probs[a].Z, p.pw, X2s[a:b], Xhs[a:b],
+                                loss, adaptive, step[a:b], n, stats[a:b])
             else:
                 Zs = np.stack([q.Z for q in probs[a:b]])
-                _lanes.gd_lanes_each(thetas[a:b], p.depth, p.K, p.Ki, Zs, p.pw, X2s[a:b], Xhs[a:b], loss,
-                                     adaptive, step[a:b], n, stats[a:b])
+                _lanes.gd_lanes_each(tag, thetas[a:b], p.depth, p.K, p.Ki, Zs, p.pw, X2s[a:b], Xhs[a:b],
+                                     loss, adaptive, step[a:b], n, stats[a:b])
+
+        def run_group(g):
+            a, b = group_start[g], group_start[g + 1]
+            if b - a >= LANES_MIN:
+                lanes_call(a, b, LANES_TAG)
+            else:  # a few runs: one lane each costs less than idle lanes (same bits)
+                for i in range(a, b):
+                    lanes_call(i, i + 1, SINGLE_TAG)
 
         ngroups = len(group_start) - 1
     else:

@@ -2,7 +2,8 @@
 
 ``gd_lanes`` does what ``_gd.gd_group`` does for diagonal and convolutional nets
 (same iteration, same certified step, same guard, same statuses and stats), with
-the state laid out runs-innermost: ``W[l, k, r]`` for lane ``r`` of ``LANES``.
+the state laid out runs-innermost: ``W[l, k, r]`` for lane ``r`` of ``NL`` (``LANES`` = 8, or 1
+for a run alone: every phase takes a ``tag`` tuple whose length is ``NL``).
 Every loop then ends in a loop over the eight lanes of constant length, which
 LLVM turns into one 512-bit (or two 256-bit) vector operation: the spectral bins,
 the layers and the samples of the data run as plain sequential loops, with no
@@ -53,24 +54,25 @@ def fma(typingctx, a, b, c):
 
 
 @noalias_kernel
-def lanes_beta(Wr, Wi, bR, bI):
-    """``b = prod_l W_l`` per lane: ``bR`` (K, LANES) and, for complex spectra, ``bI``."""
+def lanes_beta(tag, Wr, Wi, bR, bI):
+    """``b = prod_l W_l`` per lane: ``bR`` (K, NL) and, for complex spectra, ``bI``."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             bR[k, r] = Wr[0, k, r]
     for k in range(Ki):
-        for r in range(LANES):
+        for r in range(NL):
             bI[k, r] = Wi[0, k, r]
     for l in range(1, L):
         if Ki == 0:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     bR[k, r] *= Wr[l, k, r]
         else:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     br = bR[k, r]
                     bi = bI[k, r]
                     wr = Wr[l, k, r]
@@ -80,30 +82,31 @@ def lanes_beta(Wr, Wi, bR, bI):
 
 
 @noalias_kernel
-def lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
+def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
     """The trial points ``W + mult_r U`` and their ``b = prod_l W_l``, in one sweep."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             x = fma(mult[r], Ur[0, k, r], Wr[0, k, r])
             tWr[0, k, r] = x
             bR[k, r] = x
     for k in range(Ki):
-        for r in range(LANES):
+        for r in range(NL):
             x = fma(mult[r], Ui[0, k, r], Wi[0, k, r])
             tWi[0, k, r] = x
             bI[k, r] = x
     for l in range(1, L):
         if Ki == 0:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     x = fma(mult[r], Ur[l, k, r], Wr[l, k, r])
                     tWr[l, k, r] = x
                     bR[k, r] *= x
         else:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     wr = fma(mult[r], Ur[l, k, r], Wr[l, k, r])
                     wi = fma(mult[r], Ui[l, k, r], Wi[l, k, r])
                     tWr[l, k, r] = wr
@@ -115,36 +118,37 @@ def lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
 
 
 @noalias_kernel
-def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
+def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
     """Ascent directions ``U_l = (G / pw) conj(prod_{j != l} W_j)`` per lane, the layer
     magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|`` and ``u2 = ||U||^2``
-    (time domain, Parseval weights ``pw``). ``Cr, Ci`` (L, K, LANES) and ``pr, pi``
-    (K, LANES) are work arrays.
+    (time domain, Parseval weights ``pw``). ``Cr, Ci`` (L, K, NL) and ``pr, pi``
+    (K, NL) are work arrays.
 
     The lane axis may also hold bins of one run (``_single``: ``W[l, b, j]`` is bin
-    ``8 b + j``): the arithmetic is elementwise, with ``pw, ipw`` (K, LANES) per
+    ``8 b + j``): the arithmetic is elementwise, with ``pw, ipw`` (K, NL) per
     element; ``a, um, u2`` are then per-slot partial maxima and sums."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
-    for r in range(LANES):
+    for r in range(NL):
         u2[r] = 0.0
     # suffix products prod_{j > l} W_j, prefix products prod_{j < l} W_j
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             Cr[L - 1, k, r] = 1.0
             pr[k, r] = 1.0
     for k in range(Ki):
-        for r in range(LANES):
+        for r in range(NL):
             Ci[L - 1, k, r] = 0.0
             pi[k, r] = 0.0
     for l in range(L - 2, -1, -1):
         if Ki == 0:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     Cr[l, k, r] = Cr[l + 1, k, r] * Wr[l + 1, k, r]
         else:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     xr = Cr[l + 1, k, r]
                     xi = Ci[l + 1, k, r]
                     wr = Wr[l + 1, k, r]
@@ -152,12 +156,12 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     Cr[l, k, r] = fma(xr, wr, -(xi * wi))
                     Ci[l, k, r] = fma(xr, wi, xi * wr)
     for l in range(L):
-        for r in range(LANES):
+        for r in range(NL):
             a[l, r] = 0.0
             um[l, r] = 0.0
         if Ki == 0:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     uk = GR[k, r] * ipw[k, r] * Cr[l, k, r] * pr[k, r]
                     Ur[l, k, r] = uk
                     w = Wr[l, k, r]
@@ -169,7 +173,7 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     u2[r] = fma(pw[k, r], uu, u2[r])
         else:
             for k in range(K):
-                for r in range(LANES):
+                for r in range(NL):
                     p_r = pr[k, r]
                     p_i = pi[k, r]
                     xr = Cr[l, k, r]
@@ -191,64 +195,65 @@ def lanes_direction(Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
                     a[l, r] = w2 if w2 > a[l, r] else a[l, r]
                     um[l, r] = uu if uu > um[l, r] else um[l, r]
                     u2[r] = fma(pw[k, r], uu, u2[r])
-        for r in range(LANES):
+        for r in range(NL):
             a[l, r] = np.sqrt(a[l, r])
             um[l, r] = np.sqrt(um[l, r])
 
 
 @noalias_kernel
-def lanes_smoothness(a, X2, Xh, S, Gm, w):
-    """``_gd.smoothness`` per lane (``X2, Xh`` (LANES,)) from the magnitudes ``a`` (L, LANES): with
+def lanes_smoothness(tag, a, X2, Xh, S, Gm, w):
+    """``_gd.smoothness`` per lane (``X2, Xh`` (NL,)) from the magnitudes ``a`` (L, NL): with
     ``P = prod_j a_j`` and ``T = sum_j 1 / a_j``, ``q_l = P / a_l`` and
     ``sum_{k != l} prod_{j != l, k} a_j = q_l (T - 1 / a_l)``; by plain products when
-    some magnitude is zero. ``w`` (5, LANES) is work."""
+    some magnitude is zero. ``w`` (5, NL) is work."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L = a.shape[0]
     positive = True
     for j in range(L):
-        for r in range(LANES):
+        for r in range(NL):
             if not a[j, r] > 0.0:
                 positive = False
-    for r in range(LANES):
+    for r in range(NL):
         w[0, r] = 0.0  # sum_l q_l^2
         w[1, r] = 0.0  # max_l sum_{k != l} prod_{j != l, k} a_j
     if positive:
-        for r in range(LANES):
+        for r in range(NL):
             w[2, r] = 1.0
             w[3, r] = 0.0
         for j in range(L):
-            for r in range(LANES):
+            for r in range(NL):
                 w[2, r] *= a[j, r]
                 w[3, r] += 1.0 / a[j, r]
         for l in range(L):
-            for r in range(LANES):
+            for r in range(NL):
                 q = w[2, r] / a[l, r]
                 hs = q * (w[3, r] - 1.0 / a[l, r])
                 w[0, r] += q * q
                 w[1, r] = hs if hs > w[1, r] else w[1, r]
     else:
         for l in range(L):
-            for r in range(LANES):
+            for r in range(NL):
                 w[2, r] = 1.0  # q_l = prod_{j != l} a_j
                 w[3, r] = 0.0
             for j in range(L):
                 if j != l:
-                    for r in range(LANES):
+                    for r in range(NL):
                         w[2, r] *= a[j, r]
             for k in range(L):
                 if k == l:
                     continue
-                for r in range(LANES):
+                for r in range(NL):
                     w[4, r] = 1.0
                 for j in range(L):
                     if j != l and j != k:
-                        for r in range(LANES):
+                        for r in range(NL):
                             w[4, r] *= a[j, r]
-                for r in range(LANES):
+                for r in range(NL):
                     w[3, r] += w[4, r]
-            for r in range(LANES):
+            for r in range(NL):
                 w[0, r] += w[2, r] * w[2, r]
                 w[1, r] = w[3, r] if w[3, r] > w[1, r] else w[1, r]
-    for r in range(LANES):
+    for r in range(NL):
         S[r] = X2[r] * w[0, r] + Xh[r] * w[1, r]
         Gm[r] = np.sqrt(X2[r] * w[0, r])
 
@@ -267,69 +272,72 @@ def _zat_impl(Z, i, j, r):
 
 
 @ieee_inline_kernel
-def _lanes_matvec(ZT, b, m):
+def _lanes_matvec(tag, ZT, b, m):
     """``m[n, r] += sum_k ZT[k, n(, r)] b[k, r]``, four bins per sweep over the samples
     (each lane's sum is still accumulated in the order k = 0, 1, 2, ...)."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     K, N = ZT.shape[0], ZT.shape[1]
     K4 = K - K % 4
     for k in range(0, K4, 4):
         for n in range(N):
-            for r in range(LANES):
+            for r in range(NL):
                 m[n, r] = fma(_zat(ZT, k + 3, n, r), b[k + 3, r], fma(_zat(ZT, k + 2, n, r), b[k + 2, r],
                               fma(_zat(ZT, k + 1, n, r), b[k + 1, r], fma(_zat(ZT, k, n, r), b[k, r], m[n, r]))))
     for k in range(K4, K):
         for n in range(N):
-            for r in range(LANES):
+            for r in range(NL):
                 m[n, r] = fma(_zat(ZT, k, n, r), b[k, r], m[n, r])
 
 
 @ieee_inline_kernel
-def _lanes_rmatvec(Z, e, G):
+def _lanes_rmatvec(tag, Z, e, G):
     """``G[k, r] = sum_n e[n, r] Z[n, k(, r)]``, four samples per sweep over the bins."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     N, K = Z.shape[0], Z.shape[1]
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             G[k, r] = 0.0
     N4 = N - N % 4
     for n in range(0, N4, 4):
         for k in range(K):
-            for r in range(LANES):
+            for r in range(NL):
                 G[k, r] = fma(e[n + 3, r], _zat(Z, n + 3, k, r), fma(e[n + 2, r], _zat(Z, n + 2, k, r),
                               fma(e[n + 1, r], _zat(Z, n + 1, k, r), fma(e[n, r], _zat(Z, n, k, r), G[k, r]))))
     for n in range(N4, N):
         for k in range(K):
-            for r in range(LANES):
+            for r in range(NL):
                 G[k, r] = fma(e[n, r], _zat(Z, n, k, r), G[k, r])
 
 
 @noalias_kernel
-def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
+def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     """One pass over the data for every lane: margins ``m[n, r] = <Z_n, b_r>``, the
     softmax weights ``e[n, r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
     ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
     lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
     maximum is known before any exponential: no rescaling), shared by all lanes or
     (3-D data) each lane's own."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     N = ZR.shape[0]
     for n in range(N):
-        for r in range(LANES):
+        for r in range(NL):
             m[n, r] = 0.0
-    _lanes_matvec(ZRT, bR, m)
-    _lanes_matvec(ZIT, bI, m)
-    for r in range(LANES):
+    _lanes_matvec(tag, ZRT, bR, m)
+    _lanes_matvec(tag, ZIT, bI, m)
+    for r in range(NL):
         out[1, r] = -np.inf
         out[3, r] = np.inf
         out[4, r] = -np.inf
     if loss == EXP_LOSS:
         for n in range(N):
-            for r in range(LANES):
+            for r in range(NL):
                 x = m[n, r]
                 out[3, r] = x if x < out[3, r] else out[3, r]
                 e[n, r] = -x
                 out[1, r] = -x if -x > out[1, r] else out[1, r]
     else:
         for n in range(N):
-            for r in range(LANES):
+            for r in range(NL):
                 x = m[n, r]
                 out[3, r] = x if x < out[3, r] else out[3, r]
                 av = -_softplus(x)
@@ -338,10 +346,10 @@ def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
                 la = _log_softplus(-x)
                 out[4, r] = la if la > out[4, r] else out[4, r]
     # e = exp(a - Ma): the vectorizable exp of _gd.exp_block, elementwise
-    for r in range(LANES):
+    for r in range(NL):
         out[2, r] = 0.0
     for n in range(N):
-        for r in range(LANES):
+        for r in range(NL):
             d = e[n, r] - out[1, r]
             x = max(d, -708.0)
             j = np.floor(x * _LOG2E + 0.5)
@@ -363,73 +371,79 @@ def lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
             v = p * _POW2[np.int64(j) + 1022] if d > LOG_TINY else 0.0
             e[n, r] = v
             out[2, r] += v
-    _lanes_rmatvec(ZR, e, GR)
-    _lanes_rmatvec(ZI, e, GI)
+    _lanes_rmatvec(tag, ZR, e, GR)
+    _lanes_rmatvec(tag, ZI, e, GI)
     if loss == EXP_LOSS:
-        for r in range(LANES):
+        for r in range(NL):
             out[0, r] = out[1, r] + np.log(out[2, r])
     else:
-        for r in range(LANES):
+        for r in range(NL):
             out[5, r] = 0.0
         for n in range(N):
-            for r in range(LANES):
+            for r in range(NL):
                 la = _log_softplus(-m[n, r])
                 if la - out[4, r] > LOG_TINY:
                     out[5, r] += np.exp(la - out[4, r])
-        for r in range(LANES):
+        for r in range(NL):
             out[0, r] = out[4, r] + np.log(out[5, r])
 
 
 @noalias_kernel
-def lanes_accept(acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
+def lanes_accept(tag, acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
     """Lanes with ``acc[r]`` take their trial point and its gradient sum."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for l in range(L):
         for k in range(K):
-            for r in range(LANES):
+            for r in range(NL):
                 Wr[l, k, r] = tWr[l, k, r] if acc[r] else Wr[l, k, r]
         for k in range(Ki):
-            for r in range(LANES):
+            for r in range(NL):
                 Wi[l, k, r] = tWi[l, k, r] if acc[r] else Wi[l, k, r]
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             GR[k, r] = GnR[k, r] if acc[r] else GR[k, r]
     for k in range(Ki):
-        for r in range(LANES):
+        for r in range(NL):
             GI[k, r] = GnI[k, r] if acc[r] else GI[k, r]
 
 
 @ieee_kernel
-def gd_lanes(thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
+def gd_lanes(tag, thetas, L, K, Ki, Z, pw, X2, Xh, loss, adaptive, step, steps, stats):
     """``_gd.gd_group`` for the PROD family (``Ki = 0``: diagonal; ``Ki = K``:
-    convolutional), at most ``LANES`` runs, one per lane, sharing the dataset ``Z``
-    (N, P). Same arguments and contract (``thetas`` (R, P) and ``stats`` (R, N_STATS)
-    updated in place; runs not RUNNING are left alone), except ``X2, Xh`` (R,): per
-    run. Lanes beyond R are idle."""
+    convolutional): at most ``NL = len(tag)`` runs, one per lane, sharing the dataset
+    ``Z`` (N, P). ``tag`` is any tuple of that length (``(0,) * LANES``; ``(0,)`` for
+    one run alone): Numba compiles one loop per length, with every lane loop of
+    constant length. Same arguments and contract as ``gd_group`` (``thetas`` (R, P)
+    and ``stats`` (R, N_STATS) updated in place; runs not RUNNING are left alone),
+    except ``X2, Xh`` (R,): per run. Lanes beyond R are idle. A run gets the same bits
+    for every ``NL`` and lane."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     R = thetas.shape[0]
-    if R > LANES or X2.shape[0] != R or Xh.shape[0] != R:
-        raise ValueError("gd_lanes takes at most LANES runs and one X2, Xh per run")
+    if R > NL or X2.shape[0] != R or Xh.shape[0] != R:
+        raise ValueError("gd_lanes takes at most len(tag) runs and one X2, Xh per run")
     ZR = np.ascontiguousarray(Z[:, :K])
     ZI = np.ascontiguousarray(Z[:, K:K + Ki])
     ZRT = np.ascontiguousarray(ZR.T)
     ZIT = np.ascontiguousarray(ZI.T)
-    _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
+    _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
 
 
 @ieee_kernel
-def gd_lanes_each(thetas, L, K, Ki, Zs, pw, X2, Xh, loss, adaptive, step, steps, stats):
+def gd_lanes_each(tag, thetas, L, K, Ki, Zs, pw, X2, Xh, loss, adaptive, step, steps, stats):
     """``gd_lanes`` with a dataset per run: ``Zs`` (R, N, P). A run gives the same
     bits here as in ``gd_lanes`` (the lanes read the same values)."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     R = thetas.shape[0]
-    if R > LANES or Zs.shape[0] != R or X2.shape[0] != R or Xh.shape[0] != R:
-        raise ValueError("gd_lanes_each takes at most LANES runs, one dataset, X2, Xh per run")
+    if R > NL or Zs.shape[0] != R or X2.shape[0] != R or Xh.shape[0] != R:
+        raise ValueError("gd_lanes_each takes at most len(tag) runs, one dataset, X2, Xh per run")
     N = Zs.shape[1]
-    ZR = np.empty((N, K, LANES))
-    ZI = np.empty((N, Ki, LANES))
-    ZRT = np.empty((K, N, LANES))
-    ZIT = np.empty((Ki, N, LANES))
-    for r in range(LANES):
+    ZR = np.empty((N, K, NL))
+    ZI = np.empty((N, Ki, NL))
+    ZRT = np.empty((K, N, NL))
+    ZIT = np.empty((Ki, N, NL))
+    for r in range(NL):
         src = r if r < R else 0  # idle lanes: a copy of run 0's data
         for n in range(N):
             for k in range(K):
@@ -438,73 +452,74 @@ def gd_lanes_each(thetas, L, K, Ki, Zs, pw, X2, Xh, loss, adaptive, step, steps,
             for k in range(Ki):
                 ZI[n, k, r] = Zs[src, n, K + k]
                 ZIT[k, n, r] = Zs[src, n, K + k]
-    _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
+    _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2, Xh, loss, adaptive, step, steps, stats)
 
 
 @ieee_kernel
-def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adaptive, step, steps, stats):
+def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adaptive, step, steps, stats):
     """The rounds of ``gd_lanes``, for the data in either layout."""
+    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     R = thetas.shape[0]
     N = ZR.shape[0]
     nk = L * K
-    X2 = np.empty(LANES)
-    Xh = np.empty(LANES)
-    for r in range(LANES):
+    X2 = np.empty(NL)
+    Xh = np.empty(NL)
+    for r in range(NL):
         X2[r] = X2r[r if r < R else 0]
         Xh[r] = Xhr[r if r < R else 0]
-    pw2 = np.empty((K, LANES))
+    pw2 = np.empty((K, NL))
     for k in range(K):
-        for r in range(LANES):
+        for r in range(NL):
             pw2[k, r] = pw[k]
     ipw = 1.0 / pw2
-    Wr = np.zeros((L, K, LANES))
-    Wi = np.zeros((L, Ki, LANES))
-    tWr = np.zeros((L, K, LANES))
-    tWi = np.zeros((L, Ki, LANES))
-    Ur = np.zeros((L, K, LANES))
-    Ui = np.zeros((L, Ki, LANES))
-    Cr = np.empty((L, K, LANES))
-    Ci = np.empty((L, Ki, LANES))
-    pr = np.empty((K, LANES))
-    pi = np.empty((Ki, LANES))
-    bR = np.empty((K, LANES))
-    bI = np.empty((Ki, LANES))
-    GR = np.zeros((K, LANES))
-    GI = np.zeros((Ki, LANES))
-    GnR = np.zeros((K, LANES))
-    GnI = np.zeros((Ki, LANES))
-    m = np.empty((N, LANES))
-    e = np.empty((N, LANES))
-    out = np.empty((6, LANES))
-    sw = np.empty((5, LANES))
-    a = np.zeros((L, LANES))
-    um = np.zeros((L, LANES))
-    ab = np.empty((L, LANES))
-    u2 = np.zeros(LANES)
-    S = np.empty(LANES)
-    Gm = np.empty(LANES)
-    mult = np.zeros(LANES)
-    ratio = np.ones(LANES)
-    logL = np.zeros(LANES)
-    Ma = np.zeros(LANES)
-    sa = np.ones(LANES)
-    mmin = np.zeros(LANES)
-    log_eta = np.zeros(LANES)
-    stp = np.ones(LANES)
-    done = np.zeros(LANES, np.int64)
-    tries = np.zeros(LANES, np.int64)
-    halv = np.zeros(LANES, np.int64)
-    status = np.full(LANES, STUCK)  # idle lanes
-    need = np.ones(LANES, np.bool_)
-    acc = np.zeros(LANES, np.bool_)
-    idle = np.ones(LANES, np.bool_)  # lanes whose state is never written back
+    Wr = np.zeros((L, K, NL))
+    Wi = np.zeros((L, Ki, NL))
+    tWr = np.zeros((L, K, NL))
+    tWi = np.zeros((L, Ki, NL))
+    Ur = np.zeros((L, K, NL))
+    Ui = np.zeros((L, Ki, NL))
+    Cr = np.empty((L, K, NL))
+    Ci = np.empty((L, Ki, NL))
+    pr = np.empty((K, NL))
+    pi = np.empty((Ki, NL))
+    bR = np.empty((K, NL))
+    bI = np.empty((Ki, NL))
+    GR = np.zeros((K, NL))
+    GI = np.zeros((Ki, NL))
+    GnR = np.zeros((K, NL))
+    GnI = np.zeros((Ki, NL))
+    m = np.empty((N, NL))
+    e = np.empty((N, NL))
+    out = np.empty((6, NL))
+    sw = np.empty((5, NL))
+    a = np.zeros((L, NL))
+    um = np.zeros((L, NL))
+    ab = np.empty((L, NL))
+    u2 = np.zeros(NL)
+    S = np.empty(NL)
+    Gm = np.empty(NL)
+    mult = np.zeros(NL)
+    ratio = np.ones(NL)
+    logL = np.zeros(NL)
+    Ma = np.zeros(NL)
+    sa = np.ones(NL)
+    mmin = np.zeros(NL)
+    log_eta = np.zeros(NL)
+    stp = np.ones(NL)
+    done = np.zeros(NL, np.int64)
+    tries = np.zeros(NL, np.int64)
+    halv = np.zeros(NL, np.int64)
+    status = np.full(NL, STUCK)  # idle lanes
+    need = np.ones(NL, np.bool_)
+    acc = np.zeros(NL, np.bool_)
+    idle = np.ones(NL, np.bool_)  # lanes whose state is never written back
     for r in range(R):
         idle[r] = stats[r, ST_STATUS] != RUNNING
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         stp[r] = step[r]
     # idle lanes hold a copy of run 0 (finite numbers; their results are dropped)
-    for r in range(LANES):
+    for r in range(NL):
         src = r if r < R else 0
         for l in range(L):
             for k in range(K):
@@ -512,9 +527,9 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
             for k in range(Ki):
                 Wi[l, k, r] = thetas[src, nk + l * K + k]
 
-    lanes_beta(Wr, Wi, bR, bI)
-    lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out)
-    for r in range(LANES):
+    lanes_beta(tag, Wr, Wi, bR, bI)
+    lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out)
+    for r in range(NL):
         logL[r] = out[0, r]
         Ma[r] = out[1, r]
         sa[r] = out[2, r]
@@ -524,17 +539,17 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
 
     while True:
         any_active = False
-        for r in range(LANES):
+        for r in range(NL):
             if status[r] == RUNNING and done[r] < steps:
                 any_active = True
         if not any_active:
             break
         # 1. directions (recomputed for every lane: a lane that was refused has the
         # same W and G as before, so it gets the same bits back)
-        lanes_direction(Wr, Wi, GR, GI, ipw, pw2, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
+        lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw2, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
         if adaptive:
-            lanes_smoothness(a, X2, Xh, S, Gm, sw)
-        for r in range(LANES):
+            lanes_smoothness(tag, a, X2, Xh, S, Gm, sw)
+        for r in range(NL):
             if status[r] != RUNNING or done[r] >= steps or not need[r]:
                 continue
             if adaptive and (u2[r] == 0.0 or S[r] == 0.0):
@@ -547,11 +562,11 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
         if adaptive:
             while True:
                 for l in range(L):
-                    for r in range(LANES):
+                    for r in range(NL):
                         ab[l, r] = a[l, r] + mult[r] * um[l, r]
-                lanes_smoothness(ab, X2, Xh, S, Gm, sw)
+                lanes_smoothness(tag, ab, X2, Xh, S, Gm, sw)
                 all_ok = True
-                for r in range(LANES):
+                for r in range(NL):
                     if status[r] != RUNNING or done[r] >= steps:
                         continue
                     if not segment_certified(mult[r], ratio[r], S[r], Gm[r], u2[r]):
@@ -561,10 +576,10 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
                 if all_ok:
                     break
         # 3. trial points and one pass over the data for all lanes
-        lanes_trial(Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI)
-        lanes_pass(ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GnR, GnI, out)
+        lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI)
+        lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GnR, GnI, out)
         # 4. accept, or halve (the guard: the loss never increases)
-        for r in range(LANES):
+        for r in range(NL):
             acc[r] = False
             if status[r] != RUNNING or done[r] >= steps:
                 continue
@@ -585,7 +600,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
         # accepted trial points become current: swap the buffers when every lane
         # whose state matters accepted (the usual case), else copy lane by lane
         swap = True
-        for r in range(LANES):
+        for r in range(NL):
             if not acc[r] and not idle[r]:
                 swap = False
         if swap:
@@ -594,7 +609,7 @@ def _lanes_rounds(thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, adapti
             GR, GnR = GnR, GR
             GI, GnI = GnI, GI
         else:
-            lanes_accept(acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI)
+            lanes_accept(tag, acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI)
 
     for r in range(R):
         if stats[r, ST_STATUS] != RUNNING:

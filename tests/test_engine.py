@@ -140,8 +140,9 @@ def test_fit_many_equals_one_by_one_and_thread_count(arch, depth):
 @pytest.mark.parametrize("arch,depth", [("conv", 3), ("diag", 2)])
 def test_fit_many_bits_do_not_depend_on_the_batch(arch, depth):
     """A run's bits do not depend on which runs share its SIMD group, on its lane,
-    or on the thread count: 19 seeds (groups 8 + 8 + 3) against each seed's run in
-    other batches (alone; in reversed order)."""
+    on the group's lane count (groups of fewer than engine.LANES_MIN runs go one run
+    per one-lane loop) or on the thread count: 19 seeds (groups 8 + 8 + 3) against
+    each seed's run in other batches (alone; in reversed order: 3 + 8 + 8)."""
     X, y = gaussian_dataset(12, 10, seed=5)
     seeds = list(range(19))
     kw = dict(arch=arch, depth=depth, steps=700)
