@@ -303,7 +303,6 @@ def _advance(runs, n, threads):
     step = np.array([r._step_size for r in runs])
     loss = LOSSES[runs[0]._loss]
     adaptive = runs[0]._step == "adaptive"
-    args = p.loop_args()
     lanes = runs[0]._lanes
     if any(r._lanes != lanes for r in runs):
         raise ValueError("runs of fit and of fit_many cannot advance together")
@@ -353,6 +352,7 @@ def _advance(runs, n, threads):
                     size = 0
         group_start = np.array(starts, dtype=np.int64)
         group_data = np.array(data, dtype=np.int64)
+        args = p.loop_args()
         Zs = datasets[0].Z[None] if len(datasets) == 1 else np.stack([q.Z for q in datasets])
         X2s = np.array([q.X2 for q in datasets])
         Xhs = np.array([q.Xh for q in datasets])
