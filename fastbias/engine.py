@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from fastbias.data import check_dataset, is_separable
-from fastbias.kernels import _gd, _lanes
+from fastbias.kernels import _bins, _gd, _lanes
 from fastbias.kernels._validate import as_float_array, check_choice, check_int
 
 ARCHS = ("linear", "fc", "diag", "conv")
@@ -93,6 +93,7 @@ class Problem:
             self.widths = np.array([1, 1], dtype=np.int64)
             self.offsets = np.zeros(2, dtype=np.int64)
         self.P = int(self.offsets[-1]) if self.family == _gd.FULL else L * (self.K + self.Ki)
+        self._bins = None
 
     # -- state <-> weights
     def init_weights(self, init_scale, seed):
@@ -147,6 +148,15 @@ class Problem:
 
     def loop_args(self):
         return (self.family, self.depth, self.K, self.Ki, self.widths, self.offsets)
+
+    @property
+    def bins(self):
+        """``(packed, ZR, ZI, pwr, pwi, ipr, ipi, msk)``: the data in the slot layout
+        of the single-run loop ``_bins.gd_bins`` (made on first use)."""
+        if self._bins is None:
+            packed = self.arch == "conv" and self.D % 2 == 0
+            self._bins = (packed,) + _bins.bins_data(self.Z, self.pw, self.K, self.Ki, packed)
+        return self._bins
 
 
 def _record_steps(start, stop):
@@ -332,9 +342,16 @@ def _advance(runs, n, threads):
                     lanes_call(i, i + 1, SINGLE_TAG)
 
         ngroups = len(group_start) - 1
+    elif p.family == _gd.PROD:
+        # diag/conv runs of fit: one run per call of the bins-in-SIMD-lanes loop
+        def run_group(g):
+            q = runs[g]._problem
+            _bins.gd_bins(thetas[g], q.depth, q.K, q.Ki, *q.bins, q.X2, q.Xh, loss, adaptive, step[g], n, stats[g])
+
+        ngroups = R
     else:
-        # lockstep groups of at most GROUP runs on one dataset (fixed sizes: results do
-        # not depend on the thread count); runs arrive grouped by dataset
+        # fc and linear: lockstep groups of at most GROUP runs on one dataset (fixed
+        # sizes: results do not depend on the thread count); runs arrive grouped by dataset
         datasets = []
         for r in runs:
             if not datasets or datasets[-1] is not r._problem:

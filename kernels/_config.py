@@ -38,13 +38,17 @@ EXACT_OPTIONS = dict(JIT_OPTIONS, fastmath={"contract"})
 # or dominate at small sizes). Numba does not expose the flag in ``njit``; we map
 # an option onto it. Should a Numba release drop the flag, kernels compile
 # without it: the same results, only slower.
+#
+# ``noalias`` kernels also run without Numba's reference counting (``_nrt=False``):
+# they allocate nothing, and the atomic increments and decrements of every array
+# argument on entry and exit cost more than the work of a small phase.
 try:
     from numba.core.cpu import CPUTargetOptions
     from numba.core.options import TargetOptions
 
     if not hasattr(CPUTargetOptions, "_fastbias_noalias"):
         CPUTargetOptions._fastbias_noalias = TargetOptions.Mapping("noalias")
-    NOALIAS_OPTIONS = dict(JIT_OPTIONS, _fastbias_noalias=True)
+    NOALIAS_OPTIONS = dict(JIT_OPTIONS, _fastbias_noalias=True, _nrt=False)
 except Exception:  # pragma: no cover - depends on Numba's internals
     NOALIAS_OPTIONS = dict(JIT_OPTIONS)
 

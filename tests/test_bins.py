@@ -1,0 +1,93 @@
+"""The single-run loop with spectral bins in SIMD lanes (``_bins.gd_bins``, used by
+``fit`` for diag and conv nets) against literal time-domain GD and against the
+lockstep loop ``_gd.gd_group``, over shapes that exercise its layout: one and
+several blocks of eight slots, padding, DC and Nyquist packed in one slot (even
+D) or not (odd D), sample counts that are not multiples of four or sixteen."""
+
+import numpy as np
+import pytest
+
+import fastbias
+import naive
+from fastbias.data import gaussian_dataset
+from fastbias.engine import Problem
+from fastbias.kernels import _bins, _gd
+
+
+def _rel(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("arch,N,D,L", [
+    ("conv", 5, 1, 2), ("conv", 7, 2, 3), ("conv", 17, 33, 2), ("conv", 9, 18, 4), ("conv", 6, 16, 1),
+    ("diag", 17, 9, 3), ("diag", 3, 1, 2),
+])
+@pytest.mark.parametrize("loss", ["exp", "logistic"])
+@pytest.mark.parametrize("step,step_size", [("fixed", 2e-3), ("adaptive", 1.0)])
+def test_bins_equal_literal_gd(arch, N, D, L, loss, step, step_size):
+    X, y = gaussian_dataset(N, D, seed=11)
+    init = np.random.default_rng(4).standard_normal((L, D)) / np.sqrt(D)
+    betas, _ = naive.gd(X, y, arch, init, steps=400, loss=loss, step=step, step_size=step_size)
+    run = fastbias.fit(X, y, arch=arch, depth=L, loss=loss, steps=400, step=step, step_size=step_size,
+                       init=init, record="last", allow_nonseparable=True)
+    assert run.steps_done == 400
+    assert _rel(run.beta, betas[-1]) < 1e-10
+
+
+def _loops(p, theta, steps, loss, adaptive, step):
+    """(theta, stats) after ``steps`` of gd_bins and of gd_group from ``theta``."""
+    out = []
+    for which in ("bins", "group"):
+        t = theta.copy()
+        st = np.zeros(_gd.N_STATS)
+        if which == "bins":
+            _bins.gd_bins(t, p.depth, p.K, p.Ki, *p.bins, p.X2, p.Xh, loss, adaptive, step, steps, st)
+        else:
+            _gd.gd_run(t, *p.loop_args(), p.Z, p.pw, p.X2, p.Xh, loss, adaptive, step, steps, st)
+        out.append((t, st))
+    return out
+
+
+@pytest.mark.parametrize("arch,N,D,L", [("conv", 37, 40, 3), ("conv", 33, 31, 2), ("diag", 21, 50, 4),
+                                        ("conv", 128, 128, 3)])
+@pytest.mark.parametrize("loss", [_gd.EXP_LOSS, _gd.LOGISTIC_LOSS])
+def test_bins_equal_lockstep_loop(arch, N, D, L, loss):
+    """Same iterates, losses, halvings and statuses as gd_group (to rounding)."""
+    X, y = gaussian_dataset(N, D, seed=2)
+    p = Problem(X, y, arch, L)
+    theta = p.theta_from_weights(p.init_weights(1.0 / np.sqrt(D), 5))
+    for adaptive, step in ((True, 1.0), (True, 1.9), (False, 1e-3)):
+        (tb, sb), (tg, sg) = _loops(p, theta, 1500, loss, adaptive, step)
+        assert _rel(tb, tg) < 1e-11
+        assert sb[_gd.ST_STATUS] == sg[_gd.ST_STATUS] == _gd.RUNNING
+        assert sb[_gd.ST_STEPS] == sg[_gd.ST_STEPS] == 1500
+        assert sb[_gd.ST_HALVINGS] == sg[_gd.ST_HALVINGS]
+        np.testing.assert_allclose(sb[:3], sg[:3], rtol=1e-11)
+
+
+def test_bins_statuses():
+    X, y = gaussian_dataset(9, 12, seed=1)
+    for arch in ("conv", "diag"):
+        p = Problem(X, y, arch, 3)
+        # all filters zero: the gradient vanishes (depth >= 2), GD stays put
+        (tb, sb), (tg, sg) = _loops(p, np.zeros(p.P), 10, _gd.EXP_LOSS, True, 1.0)
+        assert sb[_gd.ST_STATUS] == sg[_gd.ST_STATUS] == _gd.STATIONARY
+        assert sb[_gd.ST_STEPS] == 0 and np.all(tb == 0.0)
+        # a huge fixed step overflows
+        theta = p.theta_from_weights(p.init_weights(1.0, 0))
+        (tb, sb), (tg, sg) = _loops(p, theta, 50, _gd.EXP_LOSS, False, 1e8)
+        assert sb[_gd.ST_STATUS] == sg[_gd.ST_STATUS] == _gd.NONFINITE
+        assert sb[_gd.ST_STEPS] == sg[_gd.ST_STEPS] < 50
+
+
+def test_bins_layout_round_trip():
+    """Unpacking theta into slots and back gives theta (conv even and odd D, diag)."""
+    for arch, D in (("conv", 32), ("conv", 33), ("conv", 2), ("diag", 19)):
+        X, y = gaussian_dataset(4, D, seed=0)
+        p = Problem(X, y, arch, 3)
+        theta = p.theta_from_weights(p.init_weights(1.0, 3))
+        t = theta.copy()
+        st = np.zeros(_gd.N_STATS)
+        _bins.gd_bins(t, p.depth, p.K, p.Ki, *p.bins, p.X2, p.Xh, _gd.EXP_LOSS, True, 1.0, 0, st)
+        assert np.array_equal(t, theta)
+        assert st[_gd.ST_STEPS] == 0
