@@ -35,6 +35,8 @@ from ._gd import (
 from ._lanes import fma
 
 LANE = 8
+assert BLOCK == 16  # the pass's sixteen-wide loops
+TRANSPOSED_MAX_BLOCKS = 4  # slot blocks up to which the margins use Z transposed
 
 __all__ = ["LANE", "bins_layout", "gd_bins"]
 
@@ -51,6 +53,40 @@ def _lane_max(v):
 def _lane_sum(v):
     """Sum of the eight lanes of ``v``, as a tree (the same order every time)."""
     return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]))
+
+
+@ieee_inline_kernel
+def _mx(a, b):
+    return a if a > b else b
+
+
+@ieee_inline_kernel
+def _mn(a, b):
+    return a if a < b else b
+
+
+@ieee_inline_kernel
+def _max16(v):
+    """max of ``v[:16]`` as a tree (NaN entries skipped)."""
+    a = _mx(_mx(_mx(v[0], v[8]), _mx(v[4], v[12])), _mx(_mx(v[2], v[10]), _mx(v[6], v[14])))
+    b = _mx(_mx(_mx(v[1], v[9]), _mx(v[5], v[13])), _mx(_mx(v[3], v[11]), _mx(v[7], v[15])))
+    return _mx(a, b)
+
+
+@ieee_inline_kernel
+def _min16(v):
+    """min of ``v[:16]`` as a tree (NaN entries skipped)."""
+    a = _mn(_mn(_mn(v[0], v[8]), _mn(v[4], v[12])), _mn(_mn(v[2], v[10]), _mn(v[6], v[14])))
+    b = _mn(_mn(_mn(v[1], v[9]), _mn(v[5], v[13])), _mn(_mn(v[3], v[11]), _mn(v[7], v[15])))
+    return _mn(a, b)
+
+
+@ieee_inline_kernel
+def _sum16(v):
+    """sum of ``v[:16]`` as a tree (the same order every time)."""
+    a = ((v[0] + v[8]) + (v[4] + v[12])) + ((v[2] + v[10]) + (v[6] + v[14]))
+    b = ((v[1] + v[9]) + (v[5] + v[13])) + ((v[3] + v[11]) + (v[7] + v[15]))
+    return a + b
 
 
 @ieee_inline_kernel
@@ -254,7 +290,7 @@ def _bins_unlayout(Wr, Wi, L, K, Ki, packed, theta):
 
 
 @ieee_inline_kernel
-def bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3):
+def bins_pass(ZR, ZI, ZTR, ZTI, bR, bI, loss, GR, GI, ps, m, av, e, mA, mB, v0, v1, v2, v3):
     """The pass over the data at ``b``: margins ``m_n = <Z_n, b>`` (four rows at a
     time, eight slots per lane), an online softmax over blocks of ``BLOCK``
     samples, and ``G = sum_n exp(a_n - Ma) Z_n`` accumulated while the block's
@@ -277,51 +313,87 @@ def bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3):
     for n0 in range(0, N, BLOCK):
         nk = min(BLOCK, N - n0)
         nk4 = nk - nk % 4
-        for i in range(0, nk4, 4):
-            n = n0 + i
-            for t in range(LANE):
-                v0[t] = 0.0
-                v1[t] = 0.0
-                v2[t] = 0.0
-                v3[t] = 0.0
+        if ZTR.shape[0] != 0:
+            # margins of the block's 16 samples in two vectors (samples in lanes,
+            # Z transposed: no horizontal sums), slots two at a time
+            q = n0 // BLOCK
+            for u in range(BLOCK):
+                mA[u] = 0.0
+                mB[u] = 0.0
             for j in range(nb):
-                for t in range(LANE):
-                    br = bR[j, t]
-                    v0[t] = fma(ZR[n, j, t], br, v0[t])
-                    v1[t] = fma(ZR[n + 1, j, t], br, v1[t])
-                    v2[t] = fma(ZR[n + 2, j, t], br, v2[t])
-                    v3[t] = fma(ZR[n + 3, j, t], br, v3[t])
+                for t in range(0, LANE, 2):
+                    b0 = bR[j, t]
+                    b1 = bR[j, t + 1]
+                    for u in range(BLOCK):
+                        mA[u] = fma(ZTR[q, j, t, u], b0, mA[u])
+                        mB[u] = fma(ZTR[q, j, t + 1, u], b1, mB[u])
             if cplx:
                 for j in range(nb):
-                    for t in range(LANE):
-                        bi = bI[j, t]
-                        v0[t] = fma(ZI[n, j, t], bi, v0[t])
-                        v1[t] = fma(ZI[n + 1, j, t], bi, v1[t])
-                        v2[t] = fma(ZI[n + 2, j, t], bi, v2[t])
-                        v3[t] = fma(ZI[n + 3, j, t], bi, v3[t])
-            m[i] = _lane_sum(v0)
-            m[i + 1] = _lane_sum(v1)
-            m[i + 2] = _lane_sum(v2)
-            m[i + 3] = _lane_sum(v3)
-        for i in range(nk4, nk):
-            n = n0 + i
-            for t in range(LANE):
-                v0[t] = 0.0
-            for j in range(nb):
+                    for t in range(0, LANE, 2):
+                        b0 = bI[j, t]
+                        b1 = bI[j, t + 1]
+                        for u in range(BLOCK):
+                            mA[u] = fma(ZTI[q, j, t, u], b0, mA[u])
+                            mB[u] = fma(ZTI[q, j, t + 1, u], b1, mB[u])
+            for u in range(BLOCK):
+                m[u] = mA[u] + mB[u]
+        else:
+            for i in range(0, nk4, 4):
+                n = n0 + i
                 for t in range(LANE):
-                    v0[t] = fma(ZR[n, j, t], bR[j, t], v0[t])
-            if cplx:
+                    v0[t] = 0.0
+                    v1[t] = 0.0
+                    v2[t] = 0.0
+                    v3[t] = 0.0
                 for j in range(nb):
                     for t in range(LANE):
-                        v0[t] = fma(ZI[n, j, t], bI[j, t], v0[t])
-            m[i] = _lane_sum(v0)
-        bmax = -np.inf
-        for i in range(nk):
-            if m[i] < mmin:
-                mmin = m[i]
-            if loss == EXP_LOSS:
-                av[i] = -m[i]
-            else:
+                        br = bR[j, t]
+                        v0[t] = fma(ZR[n, j, t], br, v0[t])
+                        v1[t] = fma(ZR[n + 1, j, t], br, v1[t])
+                        v2[t] = fma(ZR[n + 2, j, t], br, v2[t])
+                        v3[t] = fma(ZR[n + 3, j, t], br, v3[t])
+                if cplx:
+                    for j in range(nb):
+                        for t in range(LANE):
+                            bi = bI[j, t]
+                            v0[t] = fma(ZI[n, j, t], bi, v0[t])
+                            v1[t] = fma(ZI[n + 1, j, t], bi, v1[t])
+                            v2[t] = fma(ZI[n + 2, j, t], bi, v2[t])
+                            v3[t] = fma(ZI[n + 3, j, t], bi, v3[t])
+                m[i] = _lane_sum(v0)
+                m[i + 1] = _lane_sum(v1)
+                m[i + 2] = _lane_sum(v2)
+                m[i + 3] = _lane_sum(v3)
+            for i in range(nk4, nk):
+                n = n0 + i
+                for t in range(LANE):
+                    v0[t] = 0.0
+                for j in range(nb):
+                    for t in range(LANE):
+                        v0[t] = fma(ZR[n, j, t], bR[j, t], v0[t])
+                if cplx:
+                    for j in range(nb):
+                        for t in range(LANE):
+                            v0[t] = fma(ZI[n, j, t], bI[j, t], v0[t])
+                m[i] = _lane_sum(v0)
+        if loss == EXP_LOSS:
+            # a_n = -m_n; the block's lanes past its nk samples get a_n = -inf
+            # (weight zero). Sixteen-wide loops of constant length: every array
+            # read here as a vector was written as one (a wide load of narrow
+            # stores misses the store-to-load forwarding and stalls).
+            for u in range(BLOCK):
+                x = m[u]
+                inb = u < nk
+                av[u] = -x if inb else -np.inf
+                mA[u] = x if inb else np.inf
+            bmax = _max16(av)
+            bmin = _min16(mA)
+            mmin = bmin if bmin < mmin else mmin
+        else:
+            bmax = -np.inf
+            for i in range(nk):
+                if m[i] < mmin:
+                    mmin = m[i]
                 av[i] = -_softplus(m[i])
                 la = _log_softplus(-m[i])
                 if la > Ml:
@@ -329,8 +401,8 @@ def bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3):
                     Ml = la
                 elif la - Ml > LOG_TINY:
                     sl += np.exp(la - Ml)
-            if av[i] > bmax:
-                bmax = av[i]
+                if av[i] > bmax:
+                    bmax = av[i]
         if bmax > Ma:
             # rescale what the earlier blocks summed (never at the first block)
             if Ma - bmax > LOG_TINY:
@@ -353,11 +425,17 @@ def bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3):
                         for t in range(LANE):
                             GI[j, t] = 0.0
             Ma = bmax
-        for i in range(nk):
-            m[i] = av[i] - Ma
-        exp_block(m, e, nk)
-        for i in range(nk):
-            sa += e[i]
+        if loss == EXP_LOSS:
+            for u in range(BLOCK):
+                m[u] = av[u] - Ma
+            exp_block(m, e, BLOCK)
+            sa += _sum16(e)
+        else:
+            for i in range(nk):
+                m[i] = av[i] - Ma
+            exp_block(m, e, nk)
+            for i in range(nk):
+                sa += e[i]
         for i in range(0, nk4, 4):
             n = n0 + i
             e0 = e[i]
@@ -395,8 +473,8 @@ def bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3):
 
 
 @noalias_kernel
-def _bins_loop(Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI, GnR, GnI, ZR, ZI,
-               ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e, v0, v1, v2, v3,
+def _bins_loop(Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI, GnR, GnI, ZR, ZI, ZTR, ZTI,
+               ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e, mA, mB, v0, v1, v2, v3,
                logL, mult, tries, halv, status, out, packed, X2, Xh, loss, adaptive, step, steps):
     """The GD loop of ``gd_bins``: every array a distinct argument (``noalias``),
     the phases inlined; the accepted trial point and its ``G`` are copied (an
@@ -406,7 +484,7 @@ def _bins_loop(Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
     nbi = Wi.shape[1]
     log_eta = out[2]
     bins_trial(Wr, Wi, Ur, Ui, 0.0, tWr, tWi, bR, bI, packed)
-    logL[0] = bins_pass(ZR, ZI, bR, bI, loss, GR, GI, ps, m, av, e, v0, v1, v2, v3)
+    logL[0] = bins_pass(ZR, ZI, ZTR, ZTI, bR, bI, loss, GR, GI, ps, m, av, e, mA, mB, v0, v1, v2, v3)
     Ma = ps[PS_MA]
     sa = ps[PS_SA]
     mmin = ps[PS_MMIN]
@@ -444,7 +522,7 @@ def _bins_loop(Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
                 mult[0] *= 0.5
                 halv[0] += 1
         bins_trial(Wr, Wi, Ur, Ui, mult[0], tWr, tWi, bR, bI, packed)
-        logLn = bins_pass(ZR, ZI, bR, bI, loss, GnR, GnI, ps, m, av, e, v0, v1, v2, v3)
+        logLn = bins_pass(ZR, ZI, ZTR, ZTI, bR, bI, loss, GnR, GnI, ps, m, av, e, mA, mB, v0, v1, v2, v3)
         if guard_refuses(0, adaptive, logLn, logL, tries, halv, mult, status):
             continue
         if done == steps - 1:
@@ -477,7 +555,15 @@ def _bins_loop(Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
 
 
 @kernel
-def gd_bins(theta, L, K, Ki, packed, ZR, ZI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive, step, steps, stats):
+def _empty64(n):
+    """An uninitialized float64 array of ``n`` elements starting on a 64-byte boundary."""
+    buf = np.empty(n + LANE)
+    off = (-buf.ctypes.data) % 64 // 8
+    return buf[off:off + n]
+
+
+@kernel
+def gd_bins(theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive, step, steps, stats):
     """``steps`` iterations of GD for one diag/conv run (``theta`` (P,) updated in
     place, ``stats`` (N_STATS,) as in ``gd_group``). ``ZR, ZI`` (N, nb, 8) hold the
     data in the slot layout and ``pwr, pwi, ipr, ipi, msk`` (nb, 8) the Parseval
@@ -486,16 +572,20 @@ def gd_bins(theta, L, K, Ki, packed, ZR, ZI, pwr, pwi, ipr, ipi, msk, X2, Xh, lo
         return
     nb = pwr.shape[0]
     nbi = nb if Ki != 0 else 0
-    W = np.empty((2, L, nb, LANE))
-    WI = np.empty((2, L, nbi, LANE))
-    U = np.zeros((2, L, nb, LANE))
-    UI = np.zeros((2, L, nbi, LANE))
-    R8 = np.empty((8, nb, LANE))
-    I8 = np.empty((8, nbi, LANE))
-    V = np.empty((7, LANE))
+    # every work array starts on a cache line (64 bytes: one 512-bit vector), so
+    # no vector load or store straddles two lines (Numba aligns to 32)
+    W = _empty64(2 * L * nb * LANE).reshape((2, L, nb, LANE))
+    WI = _empty64(2 * L * nbi * LANE).reshape((2, L, nbi, LANE))
+    U = _empty64(2 * L * nb * LANE).reshape((2, L, nb, LANE))
+    UI = _empty64(2 * L * nbi * LANE).reshape((2, L, nbi, LANE))
+    U[:] = 0.0
+    UI[:] = 0.0
+    R8 = _empty64(8 * nb * LANE).reshape((8, nb, LANE))
+    I8 = _empty64(8 * nbi * LANE).reshape((8, nbi, LANE))
+    V = _empty64(7 * LANE).reshape((7, LANE))
     S = np.empty((5, L))
     ps = np.empty(N_PS)
-    B3 = np.empty((3, BLOCK))
+    B3 = _empty64(5 * BLOCK).reshape((5, BLOCK))
     logL = np.empty(1)
     mult = np.zeros(1)
     tries = np.zeros(1, np.int64)
@@ -506,8 +596,8 @@ def gd_bins(theta, L, K, Ki, packed, ZR, ZI, pwr, pwi, ipr, ipi, msk, X2, Xh, lo
     out[2] = stats[ST_LOG_ETA]
     bins_layout(theta, L, K, Ki, packed, nb, W[0], WI[0])
     _bins_loop(W[0], WI[0], W[1], WI[1], U[0], UI[0], U[1], UI[1], R8[0], I8[0], R8[1], I8[1], R8[2], I8[2],
-               R8[3], I8[3], R8[4], I8[4], ZR, ZI, ipr, ipi, pwr, pwi, msk, V[0], V[1], V[2], S[0], S[1], S[2],
-               S[3], S[4], ps, B3[0], B3[1], B3[2], V[3], V[4], V[5], V[6], logL, mult, tries, halv, status, out,
+               R8[3], I8[3], R8[4], I8[4], ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, V[0], V[1], V[2], S[0], S[1], S[2],
+               S[3], S[4], ps, B3[0], B3[1], B3[2], B3[3], B3[4], V[3], V[4], V[5], V[6], logL, mult, tries, halv, status, out,
                packed, X2, Xh, loss, adaptive, step, steps)
     _bins_unlayout(W[0], WI[0], L, K, Ki, packed, theta)
     stats[ST_LOG_LOSS] = out[0]
@@ -516,6 +606,16 @@ def gd_bins(theta, L, K, Ki, packed, ZR, ZI, pwr, pwi, ipr, ipi, msk, X2, Xh, lo
     stats[ST_HALVINGS] += halv[0]
     stats[ST_STEPS] = out[3]
     stats[ST_STATUS] = status[0]
+
+
+def _aligned(a):
+    """A copy of ``a`` whose data start on a 64-byte boundary (C order)."""
+    a = np.asarray(a, dtype=np.float64)
+    buf = np.empty(a.size + LANE)
+    off = (-buf.ctypes.data) % 64 // 8
+    out = buf[off:off + a.size].reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def bins_data(Z, pw, K, Ki, packed):
@@ -548,4 +648,14 @@ def bins_data(Z, pw, K, Ki, packed):
     shape = (nb, LANE)
     ZR = np.ascontiguousarray(Zb[:, :S].reshape(N, nb, LANE))
     ZI = np.ascontiguousarray(Zb[:, S:].reshape(N, nb, LANE)) if cplx else np.zeros((N, 0, LANE))
-    return ZR, ZI, pwr.reshape(shape), pwi.reshape(shape), ipr.reshape(shape), ipi.reshape(shape), msk.reshape(shape)
+    # small problems also get Z transposed, samples innermost in blocks of BLOCK
+    # (zero-padded): the margins of a block are then vectors, with no horizontal sums
+    nq = -(-N // BLOCK) if nb <= TRANSPOSED_MAX_BLOCKS else 0
+    Zp = np.zeros((nq * BLOCK, Zb.shape[1]))
+    Zp[:N if nq else 0] = Zb[:N if nq else 0]
+    ZT = Zp.reshape(nq, BLOCK, 2, nb, LANE).transpose(0, 2, 3, 4, 1)
+    ZTR = np.ascontiguousarray(ZT[:, 0])
+    ZTI = np.ascontiguousarray(ZT[:, 1]) if cplx else np.zeros((nq, 0, LANE, BLOCK))
+    out = (ZR, ZI, ZTR, ZTI, pwr.reshape(shape), pwi.reshape(shape), ipr.reshape(shape), ipi.reshape(shape),
+           msk.reshape(shape))
+    return tuple(_aligned(a) for a in out)
