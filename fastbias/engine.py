@@ -151,11 +151,12 @@ class Problem:
 
     @property
     def bins(self):
-        """``(packed, ZR, ZI, pwr, pwi, ipr, ipi, msk)``: the data in the slot layout
-        of the single-run loop ``_bins.gd_bins`` (made on first use)."""
+        """``(tag, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk)``: the data in
+        the slot layout of the single-run loop ``_bins.gd_bins`` (made on first use)."""
         if self._bins is None:
             packed = self.arch == "conv" and self.D % 2 == 0
-            self._bins = (packed,) + _bins.bins_data(self.Z, self.pw, self.K, self.Ki, packed)
+            tag, *data = _bins.bins_data(self.Z, self.pw, self.K, self.Ki, packed)
+            self._bins = (tag, packed, *data)
         return self._bins
 
 
@@ -346,7 +347,9 @@ def _advance(runs, n, threads):
         # diag/conv runs of fit: one run per call of the bins-in-SIMD-lanes loop
         def run_group(g):
             q = runs[g]._problem
-            _bins.gd_bins(thetas[g], q.depth, q.K, q.Ki, *q.bins, q.X2, q.Xh, loss, adaptive, step[g], n, stats[g])
+            tag, packed, *data = q.bins
+            _bins.gd_bins(tag, thetas[g], q.depth, q.K, q.Ki, packed, *data, q.X2, q.Xh, loss, adaptive, step[g], n,
+                          stats[g])
 
         ngroups = R
     else:
