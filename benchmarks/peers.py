@@ -15,8 +15,9 @@ same network from the same initial weights, on one CPU thread:
   run (the same driver as ``fit``; n >= 10^4); ``fit`` runs its one run on the
   calling thread (no Numba threads). ``fit``'s per-call setup (validation, the
   separability LP, the prepared data) is reported apart (``setup ms``). Also the raw
-  compiled loops with no Python around them: ``_gd.gd_run`` and ``_gd.gd_group``
-  with one run (R = 1, what ``fit`` calls).
+  compiled loops with no Python around them: ``_gd.gd_run`` (the general lockstep
+  loop with one run) and the loop ``fit`` calls (``_bins.gd_bins`` for diag/conv,
+  ``_gd.gd_group`` with one run for fc).
 * ``torch``: PyTorch eager with autograd, the time-domain net of eqs. (2)-(3)
   (``h_l = h_{l-1} * w_l`` circular cross-correlations, ``f = <h_{L-1}, w_L>``),
   ``log L = logsumexp(-m)``, ``backward``, and the normalized-GD step ``eta = c / L``
@@ -78,7 +79,7 @@ import numpy as np  # noqa: E402
 import fastbias  # noqa: E402
 from fastbias.data import gaussian_dataset  # noqa: E402
 from fastbias.engine import GROUP, Problem  # noqa: E402
-from fastbias.kernels import _gd  # noqa: E402
+from fastbias.kernels import _bins, _gd  # noqa: E402
 
 CONV_CASES = ((16, 32, 2), (16, 32, 4), (128, 128, 3), (256, 1024, 3))
 OTHER_CASES = (("fc", 16, 32, 4), ("diag", 16, 32, 4))
@@ -190,16 +191,24 @@ class FastbiasFit:
 
 
 class FastbiasRaw:
-    """The compiled loop alone: ``_gd.gd_run`` (``group=False``) or ``_gd.gd_group``
-    with one run, R = 1 (what ``fit`` calls), from the case's initial ``theta``."""
+    """The compiled loop alone, from the case's initial ``theta``: ``_gd.gd_run``
+    (``group=False``, the general lockstep loop with one run) or the loop ``fit``
+    calls (``group=True``: ``_bins.gd_bins`` for diag/conv nets, ``_gd.gd_group``
+    with one run for fc)."""
 
     def __init__(self, case, group, adaptive=True, step=1.0):
         self.case, self.group, self.adaptive, self.step = case, group, adaptive, step
-        self.label = "gd_group(1)" if group else "gd_run"
+        self.label = "fit loop" if group else "gd_run"
 
     def run(self, n):
         p = self.case.problem
-        if self.group:
+        if self.group and p.family == _gd.PROD:
+            theta = self.case.theta0.copy()
+            stats = np.zeros(_gd.N_STATS)
+            tag, packed, *data = p.bins
+            _bins.gd_bins(tag, theta, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, self.adaptive,
+                          self.step, n, stats)
+        elif self.group:
             theta = self.case.theta0[None].copy()
             stats = np.zeros((1, _gd.N_STATS))
             _gd.gd_group(theta, *p.loop_args(), p.Z, p.pw, p.X2, p.Xh, _gd.EXP_LOSS, self.adaptive,
@@ -574,7 +583,7 @@ def run_case(case, variants, repeats, min_sample_s, log):
         f"{max(errs.values()):.1e}; fastbias adaptive halvings in {CHECK_STEPS} steps: {halvings})")
     t0 = time.perf_counter()
     per_iter, inner = measure(impls, repeats, min_sample_s,
-                              same_n={"gd_group(1)": "gd_run"})
+                              same_n={"fit loop": "gd_run"})
     setup = min_time(impls[0].setup, max(3, repeats))
     diverged = [im.label for im in impls if hasattr(im, "log_loss") and not math.isfinite(im.log_loss)]
     log(f"{case.name}: timed in {time.perf_counter() - t0:.1f} s (iterations per sample: "
@@ -691,14 +700,15 @@ def main(argv=None):
     p("µs per iteration. `fit`: `fastbias.fit(step=\"adaptive\")` per iteration with its history recording "
       "(`Run.resume(n)` of a `fit(steps=0)` run; one run on the calling thread, like the peers); "
       "`setup ms`: `fit(steps=0)` (validation, the separability LP, the prepared data); `gd_run`, "
-      "`gd_group(1)`: the compiled loop alone, called directly (`fit` calls `gd_group` with one run). "
+      "`fit loop`: the compiled loops alone, called directly (`gd_run`: the general lockstep loop with one run; "
+      "`fit loop`: the loop `fit` calls, `_bins.gd_bins` for diag/conv, `gd_group` with one run for fc). "
       "`torch` (eager + autograd) and `jax-td` (jit + fori_loop + grad): the time-domain net, normalized-GD "
       "steps, the faster of the gather/fft variants (named). `jax-ours`: fastbias's frequency-domain "
       "iteration in JAX without the segment certification and guard; `+cert`: with them. "
       "Ratios: peer / `fit`. † the peer's loss became non-finite within the timed iterations "
       "(constant-c normalized GD blows up at depth >= 2).")
     p("")
-    p("| net (N,D,L) | fit | gd_run | gd_group(1) | setup ms | torch | jax-td | jax-ours | "
+    p("| net (N,D,L) | fit | gd_run | fit loop | setup ms | torch | jax-td | jax-ours | "
       "jax-ours+cert | torch/fit | jax-td/fit | jax-ours/fit | +cert/fit |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, res in results.items():
@@ -719,7 +729,7 @@ def main(argv=None):
             return "—" if v is None else f"{v / fit:.1f}"
 
         p(f"| {arch} ({N},{D},{L}) | {_us(fit)} | {_us(t['gd_run'])} | "
-          f"{_us(t['gd_group(1)'])} | {res['setup'] * 1e3:.1f} | {cell(tk, tt)} | {cell(jk, jt)} | "
+          f"{_us(t['fit loop'])} | {res['setup'] * 1e3:.1f} | {cell(tk, tt)} | {cell(jk, jt)} | "
           f"{cell('jax-ours', ours)} | {cell('jax-ours+cert', cert)} | "
           f"{ratio(tt)} | {ratio(jt)} | {ratio(ours)} | {ratio(cert)} |")
     if not args.quick:
@@ -732,7 +742,7 @@ def main(argv=None):
     fixed_errs = {k: max(v for kk, v in res["errs"].items() if "adaptive" not in kk) for k, res in results.items()}
     ad_errs = {k: max(v for kk, v in res["errs"].items() if "adaptive" in kk) for k, res in results.items()}
     p(f"Checks (before timing): after {CHECK_STEPS} fixed steps from the same weights, every peer, `gd_run` "
-      f"and `gd_group` agree with `fastbias.fit(step=\"fixed\")` on beta to max relative difference "
+      f"and `fit loop` agree with `fastbias.fit(step=\"fixed\")` on beta to max relative difference "
       f"{max(fixed_errs.values()):.0e}; after {CHECK_STEPS} adaptive steps `Run.resume`, jax-ours and "
       f"jax-ours+cert agree with `fastbias.fit` to {max(ad_errs.values()):.0e} "
       f"(fastbias halved no step: {all(res['halvings'] == 0 for res in results.values())}).")
@@ -759,14 +769,14 @@ def main(argv=None):
     conv = {k[1:]: v["per_iter"] for k, v in results.items() if k[0] == "conv"}
     t4 = conv[16, 32, 4]
     p(f"- [{tick(t4['fastbias'] <= 0.25e-6)}] conv (16,32,4) <= 0.25 µs/iter: fit {_us(t4['fastbias'])}, "
-      f"gd_run {_us(t4['gd_run'])}")
+      f"fit loop {_us(t4['fit loop'])}")
     r = t4["jax-ours"] / t4["fastbias"]
-    p(f"- [{tick(r >= 4)}] conv (16,32,4) >= 4x jax-ours: {r:.1f}x (jax-ours / gd_run "
-      f"{t4['jax-ours'] / t4['gd_run']:.1f}x; jax-ours+cert / fit {t4['jax-ours+cert'] / t4['fastbias']:.1f}x)")
+    p(f"- [{tick(r >= 4)}] conv (16,32,4) >= 4x jax-ours: {r:.1f}x (jax-ours / fit loop "
+      f"{t4['jax-ours'] / t4['fit loop']:.1f}x; jax-ours+cert / fit {t4['jax-ours+cert'] / t4['fastbias']:.1f}x)")
     for (N, D, L), lim in (((128, 128, 3), 2.5), ((256, 1024, 3), 80.0)):
         t = conv[N, D, L]
         p(f"- [{tick(t['fastbias'] <= lim * 1e-6)}] conv ({N},{D},{L}) <= {lim:g} µs/iter: fit {_us(t['fastbias'])}, "
-          f"gd_run {_us(t['gd_run'])}")
+          f"fit loop {_us(t['fit loop'])}")
     p(f"- [{tick(t_long <= 0.3)}] 10^6 iterations at (16,32,4) <= 0.3 s: {t_long:.2f} s")
     for (N, D, L), lim in (((16, 32, 4), 0.1), ((128, 128, 3), 1.5)):
         t = batch[N, D, L][0]

@@ -293,6 +293,7 @@ def _drive(runs, steps, threads):
 
 
 _EXECUTORS = {}
+_CPU_COUNT = os.cpu_count() or 1
 
 
 def _executor(workers):
@@ -305,8 +306,11 @@ def _executor(workers):
 def _advance(runs, n, threads):
     p = runs[0]._problem
     R = len(runs)
-    thetas = np.stack([r._theta for r in runs])
-    stats = np.stack([r._stats for r in runs])
+    thetas = np.empty((R, runs[0]._theta.shape[0]))
+    stats = np.empty((R, _gd.N_STATS))
+    for i, r in enumerate(runs):
+        thetas[i] = r._theta
+        stats[i] = r._stats
     stats[:, _gd.ST_HALVINGS] = 0.0
     for i, r in enumerate(runs):
         # finished runs (stuck, stationary, diverged) are left alone by the kernel
@@ -384,7 +388,7 @@ def _advance(runs, n, threads):
                          stats[a:b])
 
         ngroups = len(group_data)
-    workers = min(ngroups, threads if threads is not None else (os.cpu_count() or 1))
+    workers = min(ngroups, threads if threads is not None else _CPU_COUNT)
     if workers <= 1:
         for g in range(ngroups):
             run_group(g)

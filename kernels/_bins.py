@@ -35,12 +35,15 @@ inputs.
 """
 
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS,
-    _log_softplus, _softplus, exp_block, guard_refuses, is_finite, segment_certified, smoothness,
+    _LN2_HI, _LN2_LO, _LOG2E, _log_softplus, _softplus, exp_block, guard_refuses, is_finite, segment_certified, smoothness,
     step_multiplier,
 )
 
@@ -55,12 +58,44 @@ STATIC_MAX_BLOCKS = 8  # slot blocks up to which the loop is compiled for its bl
 __all__ = ["LANE", "bins_layout", "gd_bins"]
 
 
+def _minmax_intrinsic(name):
+    """``llvm.maxnum.f64`` / ``llvm.minnum.f64``: the larger (smaller) of two
+    numbers, a NaN argument ignored (IEEE maxNum), as an operation LLVM vectorizes.
+    A select written ``a if a > b else b`` into the array it reads becomes a masked
+    store, which the next load of that array cannot forward from (a stall)."""
+
+    @intrinsic
+    def fn(typingctx, a, b):
+        sig = types.float64(types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            f64 = ir.DoubleType()
+            f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64, f64]), name)
+            return builder.call(f, args)
+
+        return sig, codegen
+
+    return fn
+
+
+fmax = _minmax_intrinsic("llvm.maxnum.f64")
+
+
+@ieee_inline_kernel
+def _mx(a, b):
+    return a if a > b else b
+
+
+@ieee_inline_kernel
+def _mn(a, b):
+    return a if a < b else b
+
+
 @ieee_inline_kernel
 def _lane_max(v):
-    m = v[0]
-    for t in range(1, LANE):
-        m = v[t] if v[t] > m else m
-    return m
+    """max of the eight lanes of ``v`` as a tree of scalar selects (NaN lanes
+    skipped)."""
+    return _mx(_mx(_mx(v[0], v[4]), _mx(v[2], v[6])), _mx(_mx(v[1], v[5]), _mx(v[3], v[7])))
 
 
 @ieee_inline_kernel
@@ -70,27 +105,59 @@ def _lane_sum(v):
 
 
 @ieee_inline_kernel
-def _max16(v, w):
-    """max of ``v[:16]`` as a tree (NaN entries skipped), in the work array ``w``."""
-    for k in range(8):
-        w[k] = v[k] if v[k] > v[k + 8] else v[k + 8]
-    for k in range(4):
-        w[k] = w[k] if w[k] > w[k + 4] else w[k + 4]
-    a = w[0] if w[0] > w[2] else w[2]
-    b = w[1] if w[1] > w[3] else w[3]
-    return a if a > b else b
+def _max16(v):
+    """max of ``v[:16]`` as a tree (NaN entries skipped)."""
+    a = _mx(_mx(_mx(v[0], v[8]), _mx(v[4], v[12])), _mx(_mx(v[2], v[10]), _mx(v[6], v[14])))
+    b = _mx(_mx(_mx(v[1], v[9]), _mx(v[5], v[13])), _mx(_mx(v[3], v[11]), _mx(v[7], v[15])))
+    return _mx(a, b)
 
 
 @ieee_inline_kernel
 def _min16(v):
-    """min of ``v[:16]`` as a tree (NaN entries skipped); overwrites ``v[:8]``."""
-    for k in range(8):
-        v[k] = v[k] if v[k] < v[k + 8] else v[k + 8]
-    for k in range(4):
-        v[k] = v[k] if v[k] < v[k + 4] else v[k + 4]
-    a = v[0] if v[0] < v[2] else v[2]
-    b = v[1] if v[1] < v[3] else v[3]
-    return a if a < b else b
+    """min of ``v[:16]`` as a tree (NaN entries skipped)."""
+    a = _mn(_mn(_mn(v[0], v[8]), _mn(v[4], v[12])), _mn(_mn(v[2], v[10]), _mn(v[6], v[14])))
+    b = _mn(_mn(_mn(v[1], v[9]), _mn(v[5], v[13])), _mn(_mn(v[3], v[11]), _mn(v[7], v[15])))
+    return _mn(a, b)
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """``2.0 ** n`` for a float64 ``n`` holding an integer in [-1022, 1023], built
+    from its bits (LLVM vectorizes it; a table lookup is a gather)."""
+    sig = types.float64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        i = builder.fptosi(args[0], i64)
+        i = builder.shl(builder.add(i, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(i, ir.DoubleType())
+
+    return sig, codegen
+
+
+@ieee_inline_kernel
+def _exp16(d, e):
+    """``e[u] = exp(d[u])`` for ``d[u] <= 0`` (u < 16), and 0 where ``d[u] <=
+    LOG_TINY``: ``_gd.exp_block``'s reduction and polynomial (in FMA form, Horner),
+    in a loop of constant length with 2^n from the exponent bits."""
+    for u in range(BLOCK):
+        x = max(d[u], -708.0)
+        n = np.floor(fma(x, _LOG2E, 0.5))
+        r = fma(-n, _LN2_LO, fma(-n, _LN2_HI, x))
+        p = fma(1.0 / 6227020800.0, r, 1.0 / 479001600.0)
+        p = fma(p, r, 1.0 / 39916800.0)
+        p = fma(p, r, 1.0 / 3628800.0)
+        p = fma(p, r, 1.0 / 362880.0)
+        p = fma(p, r, 1.0 / 40320.0)
+        p = fma(p, r, 1.0 / 5040.0)
+        p = fma(p, r, 1.0 / 720.0)
+        p = fma(p, r, 1.0 / 120.0)
+        p = fma(p, r, 1.0 / 24.0)
+        p = fma(p, r, 1.0 / 6.0)
+        p = fma(p, r, 0.5)
+        p = fma(p, r, 1.0)
+        p = fma(p, r, 1.0)
+        e[u] = p * _pow2(n) if d[u] > LOG_TINY else 0.0
 
 
 @ieee_inline_kernel
@@ -156,8 +223,8 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
                     Pr[U64(s)] = Pr[U64(s)] * w
                     uu = u * u
                     ww = w * w
-                    aw[t] = ww if ww > aw[t] else aw[t]
-                    au[t] = uu if uu > au[t] else au[t]
+                    aw[t] = fmax(aw[t], ww)
+                    au[t] = fmax(au[t], uu)
                     as_[t] = fma(pwr[U64(s)], uu, as_[t])
             a2[l] = _lane_max(aw)
             um2[l] = _lane_max(au)
@@ -210,8 +277,8 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
                 Pi[U64(s)] = fma(p_r, wi, p_i * wr)
                 ww = fma(wr, wr, wi * wi) * msk[U64(s)]
                 um = fma(ur, ur, ui * ui) * msk[U64(s)]
-                aw[t] = ww if ww > aw[t] else aw[t]
-                au[t] = um if um > au[t] else au[t]
+                aw[t] = fmax(aw[t], ww)
+                au[t] = fmax(au[t], um)
                 as_[t] = fma(pwr[U64(s)], um, as_[t])
         a2[l] = _lane_max(aw)
         um2[l] = _lane_max(au)
@@ -411,7 +478,7 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
                 inb = u < nk
                 av[u] = -x if inb else -np.inf
                 mA[u] = x if inb else np.inf
-            bmax = _max16(av, m)
+            bmax = _max16(av)
             bmin = _min16(mA)
             mmin = bmin if bmin < mmin else mmin
         else:
@@ -449,7 +516,7 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
         if loss == EXP_LOSS:
             for u in range(BLOCK):
                 m[u] = av[u] - Ma
-            exp_block(m, e, BLOCK)
+            _exp16(m, e)
             sa += _sum16(e)
         else:
             for i in range(nk):
