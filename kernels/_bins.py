@@ -43,7 +43,7 @@ from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS,
-    _LN2_HI, _LN2_LO, _LOG2E, _log_softplus, _softplus, exp_block, guard_refuses, is_finite, segment_certified, smoothness,
+    _LN2_HI, _LN2_LO, _LOG2E, _log_softplus, _softplus, exp_block, CERT, guard_refuses, smoothness,
     step_multiplier,
 )
 
@@ -178,7 +178,7 @@ def _slots(tag, pwr):
 
 @ieee_inline_kernel
 def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi,
-                   Gr, Gi, aw, au, as_, a2, um2):
+                   Gr, Gi, aw, au, as_, a2, um2, s0r, s0i):
     """Ascent direction ``U_l = (G / pw) conj(prod_{j != l} W_j)`` and the squared
     layer magnitudes ``a2_l = max |W_l|^2``, ``um2_l = max |U_l|^2``; returns
     ``||U||^2`` (time domain, Parseval weights).
@@ -187,7 +187,7 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
     pwi`` (S) the Parseval weights, ``ipr, ipi`` their inverses and ``msk`` a 0/1
     mask, zero at a packed slot 0 (redone by scalar code at the end as the two real
     bins it holds) and at padding. ``Cr, Ci`` (L S), ``Qr, Qi, Pr, Pi, Gr, Gi`` (S),
-    ``aw, au, as_`` (8) are work arrays.
+    ``aw, au, as_`` (8), ``s0r, s0i`` (L) are work arrays.
 
     No loop reads one part of an array and writes another part of the same array
     (LLVM could not tell them apart and would not vectorize): the suffix products
@@ -284,22 +284,28 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
         um2[l] = _lane_max(au)
     u2 = _lane_sum(as_)
     if packed:
-        # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins
+        # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins;
+        # suffix products in s0r, s0i (L), prefix products running
         gr = Gr[0]
         gi = Gi[0]
+        qr = 1.0
+        qi = 1.0
+        for l in range(L - 1, -1, -1):
+            s0r[l] = qr
+            s0i[l] = qi
+            qr *= Wr[U64(l * S)]
+            qi *= Wi[U64(l * S)]
+        p_r = 1.0
+        p_i = 1.0
         for l in range(L):
-            cr = 1.0
-            ci = 1.0
-            for j in range(L):
-                if j != l:
-                    cr *= Wr[U64(j * S)]
-                    ci *= Wi[U64(j * S)]
-            ur = gr * cr
-            ui = gi * ci
+            ur = gr * (s0r[l] * p_r)
+            ui = gi * (s0i[l] * p_i)
             Ur[U64(l * S)] = ur
             Ui[U64(l * S)] = ui
             wr = Wr[U64(l * S)]
             wi = Wi[U64(l * S)]
+            p_r *= wr
+            p_i *= wi
             a2[l] = max(a2[l], wr * wr, wi * wi)
             um2[l] = max(um2[l], ur * ur, ui * ui)
             u2 += pwr[0] * (ur * ur) + pwi[0] * (ui * ui)
@@ -559,10 +565,43 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
     return Ml + np.log(sl)
 
 
+@ieee_inline_kernel
+def _smoothness(a, X2, Xh, iv):
+    """``_gd.smoothness`` with one division per layer (``iv`` (L) holds 1 / a_l)."""
+    L = a.shape[0]
+    P = 1.0
+    T = 0.0
+    for j in range(L):
+        if not a[j] > 0.0:
+            return smoothness(a, X2, Xh)
+        iv[j] = 1.0 / a[j]
+        P *= a[j]
+        T += iv[j]
+    g = 0.0
+    hmax = 0.0
+    for l in range(L):
+        q = P * iv[l]
+        g += q * q
+        hs = q * (T - iv[l])
+        hmax = hs if hs > hmax else hmax
+    return X2 * g + Xh * hmax, np.sqrt(X2 * g)
+
+
+@ieee_inline_kernel
+def _certified(mult, lr, Sb, Gb, su):
+    """``_gd.segment_certified`` without divisions: ``eta L(w) = mult lr`` and
+    ``|dw| = mult su``; for ``x = Gm |dw| < 1/2`` the condition ``eta L S / (1 - x) <
+    CERT`` is ``eta L S < CERT (1 - x)``."""
+    x = Gb * mult * su
+    if x < 0.5:
+        return mult * lr * Sb < CERT * (1.0 - x)
+    return mult * lr * Sb * np.exp(x) < CERT
+
+
 @noalias_kernel
 def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
-               mA, mB, v0, v1, v2, v3, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps):
+               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps):
     """The GD loop of ``gd_bins``: every array a distinct argument (``noalias``),
     the phases inlined; the accepted trial point and its ``G`` are copied (an
     argument cannot be swapped for another without losing ``noalias``).
@@ -571,7 +610,8 @@ def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi
     log_eta = out[2]
     done = -1  # -1: the pass at the starting point (through the same code as a step)
     need = True
-    ratio = 1.0
+    lr = 1.0
+    su = 0.0
     u2 = 0.0
     Ma = 0.0
     sa = 0.0
@@ -580,19 +620,26 @@ def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi
     while status[0] == RUNNING and done < steps:
         if done >= 0:
             if need:
+                # (a and um serve as work arrays until they are set from a2, um2)
                 u2 = bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci,
-                                    Qr, Qi, Pr, Pi, Gr, Gi, aw, au, as_, a2, um2)
+                                    Qr, Qi, Pr, Pi, Gr, Gi, aw, au, as_, a2, um2, a, um)
                 for l in range(L):
                     a[l] = np.sqrt(a2[l])
                     um[l] = np.sqrt(um2[l])
                 if adaptive:
-                    Sw, _ = smoothness(a, X2, Xh)
+                    Sw, _ = _smoothness(a, X2, Xh, iv)
                     if u2 == 0.0 or Sw == 0.0:
                         status[0] = STATIONARY  # zero gradient: GD stays here forever
                         break
                 else:
                     Sw = 1.0
-                mult[0], ratio = step_multiplier(adaptive, loss, step, sa, Ma, logL[0], Sw)
+                if adaptive:
+                    # eta = c / (L S): mult = eta exp(Ma) = c / (lr S), lr = L exp(-Ma)
+                    lr = sa if loss == EXP_LOSS else np.exp(logL[0] - Ma)
+                    mult[0] = step / (lr * Sw)
+                    su = np.sqrt(u2)
+                else:
+                    mult[0], _ = step_multiplier(adaptive, loss, step, sa, Ma, logL[0], Sw)
                 need = False
                 tries[0] = 0
             if adaptive:
@@ -600,8 +647,8 @@ def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi
                 while True:
                     for l in range(L):
                         ab[l] = a[l] + mult[0] * um[l]
-                    Sb, Gb = smoothness(ab, X2, Xh)
-                    if segment_certified(mult[0], ratio, Sb, Gb, u2):
+                    Sb, Gb = _smoothness(ab, X2, Xh, iv)
+                    if _certified(mult[0], lr, Sb, Gb, su):
                         break
                     mult[0] *= 0.5
                     halv[0] += 1
@@ -629,7 +676,7 @@ def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi
         mmin = ps[PS_MMIN]
         done += 1
         need = True
-        if not is_finite(logLn):
+        if not logLn - logLn == 0.0:  # not finite (strict IEEE here: not folded)
             status[0] = NONFINITE
     done = max(done, 0)
     out[0] = logL[0]
@@ -670,7 +717,7 @@ def gd_bins(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, 
     aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(LANE),
                                    _empty64(LANE), _empty64(LANE), _empty64(LANE))
     m, av, e, mA, mB = _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK)
-    a2, um2, a, um, ab = np.empty(L), np.empty(L), np.empty(L), np.empty(L), np.empty(L)
+    a2, um2, a, um, ab, iv = np.empty(L), np.empty(L), np.empty(L), np.empty(L), np.empty(L), np.empty(L)
     ps = np.empty(N_PS)
     logL = np.empty(1)
     mult = np.zeros(1)
@@ -683,7 +730,7 @@ def gd_bins(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, 
     bins_layout(theta, L, K, Ki, packed, S, Wr, Wi)
     _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
-               mA, mB, v0, v1, v2, v3, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps)
+               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps)
     _bins_unlayout(Wr, Wi, L, K, Ki, packed, S, theta)
     stats[ST_LOG_LOSS] = out[0]
     stats[ST_MIN_MARGIN] = out[1]
