@@ -7,7 +7,8 @@ exponential loss), memory of long runs, and cold start.
   uses (``Run.resume`` of a ``fit(steps=0)`` run, log-spaced history recorded):
   divide by the steps for µs per iteration. ``time_fit_setup`` is ``fit(steps=0)``
   (validation, the separability LP, the prepared data), paid once per call. ``fit``
-  runs its one run on the calling thread (``gd_group`` with one run).
+  runs its one run on the calling thread (``_bins.gd_bins`` for diag/conv,
+  ``gd_group`` with one run for fc/linear).
   ``track_us_per_iteration`` reports the µs per iteration directly (minimum of 3
   timed samples of ``STEPS[arch, case]`` iterations). A single run is one thread
   by design (``fit`` has no thread option): the threads are ``FitMany``'s.
