@@ -43,8 +43,7 @@ from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS,
-    _LN2_HI, _LN2_LO, _LOG2E, _log_softplus, _softplus, exp_block, CERT, guard_refuses, smoothness,
-    step_multiplier,
+    CERT, _LN2_HI, _LN2_LO, _LOG2E, exp_block, guard_refuses, logistic_weight, smoothness, step_multiplier,
 )
 
 from ._lanes import fma
@@ -492,13 +491,7 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
             for i in range(nk):
                 if m[i] < mmin:
                     mmin = m[i]
-                av[i] = -_softplus(m[i])
-                la = _log_softplus(-m[i])
-                if la > Ml:
-                    sl = sl * np.exp(Ml - la) + 1.0 if Ml - la > LOG_TINY else 1.0
-                    Ml = la
-                elif la - Ml > LOG_TINY:
-                    sl += np.exp(la - Ml)
+                av[i], Ml, sl = logistic_weight(m[i], Ml, sl)
                 if av[i] > bmax:
                     bmax = av[i]
         if bmax > Ma:

@@ -83,6 +83,20 @@ def _log_softplus(z):
     return np.log(np.log1p(np.exp(z)))
 
 
+@inline_kernel
+def logistic_weight(m, Ml, sl):
+    """The logistic loss at margin ``m`` in one pass: returns its log-weight ``a =
+    log sigmoid(-m) = -softplus(m)`` and the online log-sum-exp state ``(Ml, sl)``
+    updated with ``log l = log softplus(-m)``."""
+    la = _log_softplus(-m)
+    if la > Ml:
+        sl = sl * np.exp(Ml - la) + 1.0 if Ml - la > LOG_TINY else 1.0
+        Ml = la
+    elif la - Ml > LOG_TINY:
+        sl += np.exp(la - Ml)
+    return -_softplus(m), Ml, sl
+
+
 BLOCK = 16  # samples per block of the margin pass
 
 _LOG2E = 1.4426950408889634
@@ -185,13 +199,7 @@ def pass_block(Z, n0, nb, b, r, loss, G, ps, m, av, e):
         if loss == EXP_LOSS:
             av[j] = -m[j]
         else:
-            av[j] = -_softplus(m[j])
-            la = _log_softplus(-m[j])
-            if la > Ml:
-                sl = sl * np.exp(Ml - la) + 1.0 if Ml - la > LOG_TINY else 1.0
-                Ml = la
-            elif la - Ml > LOG_TINY:
-                sl += np.exp(la - Ml)
+            av[j], Ml, sl = logistic_weight(m[j], Ml, sl)
         if av[j] > bmax:
             bmax = av[j]
     if bmax > Ma:
