@@ -79,7 +79,7 @@ import numpy as np  # noqa: E402
 import fastbias  # noqa: E402
 from fastbias.data import gaussian_dataset  # noqa: E402
 from fastbias.engine import GROUP, Problem  # noqa: E402
-from fastbias.kernels import _bins, _gd  # noqa: E402
+from fastbias.kernels import _gd  # noqa: E402
 
 CONV_CASES = ((16, 32, 2), (16, 32, 4), (128, 128, 3), (256, 1024, 3))
 OTHER_CASES = (("fc", 16, 32, 4), ("diag", 16, 32, 4))
@@ -205,9 +205,7 @@ class FastbiasRaw:
         if self.group and p.family == _gd.PROD:
             theta = self.case.theta0.copy()
             stats = np.zeros(_gd.N_STATS)
-            tag, packed, *data = p.bins
-            _bins.gd_bins(tag, theta, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, self.adaptive,
-                          self.step, n, stats)
+            p.gd_bins(theta, _gd.EXP_LOSS, self.adaptive, self.step, n, stats)
         elif self.group:
             theta = self.case.theta0[None].copy()
             stats = np.zeros((1, _gd.N_STATS))

@@ -159,6 +159,13 @@ class Problem:
             self._bins = (tag, packed, *data)
         return self._bins
 
+    def gd_bins(self, theta, loss, adaptive, step, steps, stats):
+        """``steps`` iterations of the single-run loop ``_bins.gd_bins`` (diag/conv)
+        on this problem: ``theta`` (P,) and ``stats`` (N_STATS,) updated in place."""
+        tag, packed, *data = self.bins
+        _bins.gd_bins(tag, theta, self.depth, self.K, self.Ki, packed, *data, self.X2, self.Xh, loss, adaptive,
+                      step, steps, stats)
+
 
 def _record_steps(start, stop):
     """Log-spaced record points in (start, stop] (about 20 per decade), plus stop."""
@@ -350,10 +357,7 @@ def _advance(runs, n, threads):
     elif p.family == _gd.PROD:
         # diag/conv runs of fit: one run per call of the bins-in-SIMD-lanes loop
         def run_group(g):
-            q = runs[g]._problem
-            tag, packed, *data = q.bins
-            _bins.gd_bins(tag, thetas[g], q.depth, q.K, q.Ki, packed, *data, q.X2, q.Xh, loss, adaptive, step[g], n,
-                          stats[g])
+            runs[g]._problem.gd_bins(thetas[g], loss, adaptive, step[g], n, stats[g])
 
         ngroups = R
     else:

@@ -43,10 +43,10 @@ from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS,
-    CERT, _LN2_HI, _LN2_LO, _LOG2E, exp_block, guard_refuses, logistic_weight, smoothness, step_multiplier,
+    CERT, exp_block, guard_refuses, logistic_weight, smoothness, step_multiplier,
 )
 
-from ._lanes import fma
+from ._lanes import exp_nonpos, fma
 
 U64 = np.uint64  # flat indices are unsigned: Numba tests signed ones for wraparound
 LANE = 8
@@ -117,46 +117,6 @@ def _min16(v):
     a = _mn(_mn(_mn(v[0], v[8]), _mn(v[4], v[12])), _mn(_mn(v[2], v[10]), _mn(v[6], v[14])))
     b = _mn(_mn(_mn(v[1], v[9]), _mn(v[5], v[13])), _mn(_mn(v[3], v[11]), _mn(v[7], v[15])))
     return _mn(a, b)
-
-
-@intrinsic
-def _pow2(typingctx, n):
-    """``2.0 ** n`` for a float64 ``n`` holding an integer in [-1022, 1023], built
-    from its bits (LLVM vectorizes it; a table lookup is a gather)."""
-    sig = types.float64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        i = builder.fptosi(args[0], i64)
-        i = builder.shl(builder.add(i, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
-        return builder.bitcast(i, ir.DoubleType())
-
-    return sig, codegen
-
-
-@ieee_inline_kernel
-def _exp16(d, e):
-    """``e[u] = exp(d[u])`` for ``d[u] <= 0`` (u < 16), and 0 where ``d[u] <=
-    LOG_TINY``: ``_gd.exp_block``'s reduction and polynomial (in FMA form, Horner),
-    in a loop of constant length with 2^n from the exponent bits."""
-    for u in range(BLOCK):
-        x = max(d[u], -708.0)
-        n = np.floor(fma(x, _LOG2E, 0.5))
-        r = fma(-n, _LN2_LO, fma(-n, _LN2_HI, x))
-        p = fma(1.0 / 6227020800.0, r, 1.0 / 479001600.0)
-        p = fma(p, r, 1.0 / 39916800.0)
-        p = fma(p, r, 1.0 / 3628800.0)
-        p = fma(p, r, 1.0 / 362880.0)
-        p = fma(p, r, 1.0 / 40320.0)
-        p = fma(p, r, 1.0 / 5040.0)
-        p = fma(p, r, 1.0 / 720.0)
-        p = fma(p, r, 1.0 / 120.0)
-        p = fma(p, r, 1.0 / 24.0)
-        p = fma(p, r, 1.0 / 6.0)
-        p = fma(p, r, 0.5)
-        p = fma(p, r, 1.0)
-        p = fma(p, r, 1.0)
-        e[u] = p * _pow2(n) if d[u] > LOG_TINY else 0.0
 
 
 @ieee_inline_kernel
@@ -515,7 +475,8 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
         if loss == EXP_LOSS:
             for u in range(BLOCK):
                 m[u] = av[u] - Ma
-            _exp16(m, e)
+            for u in range(BLOCK):
+                e[u] = exp_nonpos(m[u])
             sa += _sum16(e)
         else:
             for i in range(nk):

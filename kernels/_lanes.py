@@ -30,7 +30,7 @@ from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
     EXP_LOSS, LOG_TINY, NONFINITE, RUNNING, STATIONARY, STUCK,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS, _LN2_HI, _LN2_LO,
-    _LOG2E, _POW2, _log_softplus, _softplus, guard_refuses, is_finite, segment_certified, step_multiplier,
+    _LOG2E, _log_softplus, _softplus, guard_refuses, is_finite, segment_certified, step_multiplier,
 )
 
 LANES = 8
@@ -51,6 +51,46 @@ def fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return sig, codegen
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """``2.0 ** n`` for a float64 ``n`` holding an integer in [-1022, 1023], built
+    from its bits (LLVM vectorizes it; a table lookup is a gather)."""
+    sig = types.float64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        i = builder.fptosi(args[0], i64)
+        i = builder.shl(builder.add(i, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+        return builder.bitcast(i, ir.DoubleType())
+
+    return sig, codegen
+
+
+@ieee_inline_kernel
+def exp_nonpos(d):
+    """``exp(d)`` for ``d <= 0``, and 0 for ``d <= LOG_TINY``: the reduction and
+    polynomial of ``_gd.exp_block`` with explicit ``fma``, elementwise, so LLVM
+    vectorizes it across the lanes of the loop that calls it."""
+    x = max(d, -708.0)
+    j = np.floor(x * _LOG2E + 0.5)
+    y = fma(-j, _LN2_LO, fma(-j, _LN2_HI, x))
+    p = 1.0 / 6227020800.0
+    p = fma(p, y, 1.0 / 479001600.0)
+    p = fma(p, y, 1.0 / 39916800.0)
+    p = fma(p, y, 1.0 / 3628800.0)
+    p = fma(p, y, 1.0 / 362880.0)
+    p = fma(p, y, 1.0 / 40320.0)
+    p = fma(p, y, 1.0 / 5040.0)
+    p = fma(p, y, 1.0 / 720.0)
+    p = fma(p, y, 1.0 / 120.0)
+    p = fma(p, y, 1.0 / 24.0)
+    p = fma(p, y, 1.0 / 6.0)
+    p = fma(p, y, 0.5)
+    p = fma(p, y, 1.0)
+    p = fma(p, y, 1.0)
+    return p * _pow2(j) if d > LOG_TINY else 0.0
 
 
 @noalias_kernel
@@ -350,25 +390,7 @@ def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
         out[2, r] = 0.0
     for n in range(N):
         for r in range(NL):
-            d = e[n, r] - out[1, r]
-            x = max(d, -708.0)
-            j = np.floor(x * _LOG2E + 0.5)
-            y = fma(-j, _LN2_LO, fma(-j, _LN2_HI, x))
-            p = 1.0 / 6227020800.0
-            p = fma(p, y, 1.0 / 479001600.0)
-            p = fma(p, y, 1.0 / 39916800.0)
-            p = fma(p, y, 1.0 / 3628800.0)
-            p = fma(p, y, 1.0 / 362880.0)
-            p = fma(p, y, 1.0 / 40320.0)
-            p = fma(p, y, 1.0 / 5040.0)
-            p = fma(p, y, 1.0 / 720.0)
-            p = fma(p, y, 1.0 / 120.0)
-            p = fma(p, y, 1.0 / 24.0)
-            p = fma(p, y, 1.0 / 6.0)
-            p = fma(p, y, 0.5)
-            p = fma(p, y, 1.0)
-            p = fma(p, y, 1.0)
-            v = p * _POW2[np.int64(j) + 1022] if d > LOG_TINY else 0.0
+            v = exp_nonpos(e[n, r] - out[1, r])
             e[n, r] = v
             out[2, r] += v
     _lanes_rmatvec(tag, ZR, e, GR)

@@ -11,7 +11,7 @@ import fastbias
 import naive
 from fastbias.data import gaussian_dataset
 from fastbias.engine import Problem
-from fastbias.kernels import _bins, _gd
+from fastbias.kernels import _gd
 
 
 def _rel(a, b):
@@ -41,8 +41,7 @@ def _loops(p, theta, steps, loss, adaptive, step):
         t = theta.copy()
         st = np.zeros(_gd.N_STATS)
         if which == "bins":
-            tag, packed, *data = p.bins
-            _bins.gd_bins(tag, t, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, loss, adaptive, step, steps, st)
+            p.gd_bins(t, loss, adaptive, step, steps, st)
         else:
             _gd.gd_run(t, *p.loop_args(), p.Z, p.pw, p.X2, p.Xh, loss, adaptive, step, steps, st)
         out.append((t, st))
@@ -89,7 +88,6 @@ def test_bins_layout_round_trip():
         theta = p.theta_from_weights(p.init_weights(1.0, 3))
         t = theta.copy()
         st = np.zeros(_gd.N_STATS)
-        tag, packed, *data = p.bins
-        _bins.gd_bins(tag, t, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, True, 1.0, 0, st)
+        p.gd_bins(t, _gd.EXP_LOSS, True, 1.0, 0, st)
         assert np.array_equal(t, theta)
         assert st[_gd.ST_STEPS] == 0
