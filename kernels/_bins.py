@@ -1,7 +1,7 @@
-"""Gradient descent on one diagonal or convolutional net, spectral bins in SIMD lanes.
+"""Gradient descent on diagonal or convolutional nets, spectral bins in SIMD lanes.
 
-``gd_bins`` does for a single run what ``_gd.gd_group`` does (same iteration,
-certified step, guard, statuses and stats), with the state laid out for the
+``gd_bins`` does for runs on one dataset what ``_gd.gd_group`` does (same
+iteration, certified step, guard, statuses and stats), each run's state laid out for the
 vector units: the ``S`` bin slots of each layer in blocks of ``LANE`` = 8 (flat
 arrays, ``W[l S + s]``), every reduction written as a loop over the blocks around
 a loop of constant length 8, which LLVM turns into one 512-bit (or two 256-bit)
@@ -9,12 +9,20 @@ operation. Slots are zero-padded: a zero bin has a zero gradient, adds zero to
 every margin and sum, and stays zero.
 
 Small spectra (up to ``STATIC_MAX_BLOCKS`` blocks) are compiled for their block
-count, rounded up to 1, 2, 4 or 8: the ``tag`` argument is a tuple of that length,
-a compile-time constant, so every loop over the slots has a constant trip count
-and every index is a constant offset (LLVM unrolls the loops into straight vector
-code). Larger spectra pass ``tag = ()`` and run the same code with a run-time
-block count. Flat indices are unsigned: Numba tests a signed index for
-wraparound, which LLVM cannot remove from computed indices (a 10x slowdown).
+count, rounded up to 1, 2, 4 or 8: ``tag[0]`` is a tuple of that length, a
+compile-time constant, so every loop over the slots has a constant trip count and
+every index is a constant offset (LLVM unrolls the loops into straight vector
+code). Larger spectra pass ``tag[0] = ()`` and run the same code with a run-time
+block count. Up to ``STATIC_LAYERS_MAX_BLOCKS`` blocks the depth is a
+compile-time constant too (``tag[1]``, of length L; else ``()``): the loops over
+the layers unroll and the per-layer scalars (square roots, the smoothness bound)
+vectorize. Flat indices are unsigned: Numba tests a signed index for wraparound,
+which LLVM cannot remove from computed indices (a 10x slowdown).
+
+The runs of one call are independent (each sweep of the loop gives every
+unfinished run one attempt) and a run's arithmetic does not depend on the
+others: a run gets the same bits alone or with others, so ``fit`` and
+``fit_many`` agree bitwise where both use this loop.
 
 Real spectra of even length have two real bins, DC and Nyquist; they share slot
 0 (DC in the real part, Nyquist in the imaginary part, the usual packing of a
@@ -53,6 +61,8 @@ LANE = 8
 assert BLOCK == 16  # the pass's sixteen-wide loops
 TRANSPOSED_MAX_BLOCKS = 4  # slot blocks up to which the margins use Z transposed
 STATIC_MAX_BLOCKS = 8  # slot blocks up to which the loop is compiled for its block count
+STATIC_LAYERS_MAX_BLOCKS = 4  # ... and up to which it is also compiled for its depth
+STATIC_MAX_LAYERS = 8
 
 __all__ = ["LANE", "bins_layout", "gd_bins"]
 
@@ -78,16 +88,12 @@ def _minmax_intrinsic(name):
 
 
 fmax = _minmax_intrinsic("llvm.maxnum.f64")
+fmin = _minmax_intrinsic("llvm.minnum.f64")
 
 
 @ieee_inline_kernel
 def _mx(a, b):
     return a if a > b else b
-
-
-@ieee_inline_kernel
-def _mn(a, b):
-    return a if a < b else b
 
 
 @ieee_inline_kernel
@@ -105,18 +111,20 @@ def _lane_sum(v):
 
 @ieee_inline_kernel
 def _max16(v):
-    """max of ``v[:16]`` as a tree (NaN entries skipped)."""
-    a = _mx(_mx(_mx(v[0], v[8]), _mx(v[4], v[12])), _mx(_mx(v[2], v[10]), _mx(v[6], v[14])))
-    b = _mx(_mx(_mx(v[1], v[9]), _mx(v[5], v[13])), _mx(_mx(v[3], v[11]), _mx(v[7], v[15])))
-    return _mx(a, b)
+    """max of ``v[:16]`` (NaN entries skipped), halving in vectors: 16 -> 8 -> 4 -> 2 -> 1."""
+    a0, a1, a2, a3 = fmax(v[0], v[8]), fmax(v[1], v[9]), fmax(v[2], v[10]), fmax(v[3], v[11])
+    a4, a5, a6, a7 = fmax(v[4], v[12]), fmax(v[5], v[13]), fmax(v[6], v[14]), fmax(v[7], v[15])
+    b0, b1, b2, b3 = fmax(a0, a4), fmax(a1, a5), fmax(a2, a6), fmax(a3, a7)
+    return fmax(fmax(b0, b2), fmax(b1, b3))
 
 
 @ieee_inline_kernel
 def _min16(v):
-    """min of ``v[:16]`` as a tree (NaN entries skipped)."""
-    a = _mn(_mn(_mn(v[0], v[8]), _mn(v[4], v[12])), _mn(_mn(v[2], v[10]), _mn(v[6], v[14])))
-    b = _mn(_mn(_mn(v[1], v[9]), _mn(v[5], v[13])), _mn(_mn(v[3], v[11]), _mn(v[7], v[15])))
-    return _mn(a, b)
+    """min of ``v[:16]`` (NaN entries skipped), halving in vectors."""
+    a0, a1, a2, a3 = fmin(v[0], v[8]), fmin(v[1], v[9]), fmin(v[2], v[10]), fmin(v[3], v[11])
+    a4, a5, a6, a7 = fmin(v[4], v[12]), fmin(v[5], v[13]), fmin(v[6], v[14]), fmin(v[7], v[15])
+    b0, b1, b2, b3 = fmin(a0, a4), fmin(a1, a5), fmin(a2, a6), fmin(a3, a7)
+    return fmin(fmin(b0, b2), fmin(b1, b3))
 
 
 @ieee_inline_kernel
@@ -129,43 +137,56 @@ def _sum16(v):
 
 @ieee_inline_kernel
 def _slots(tag, pwr):
-    """The number of slots: ``8 len(tag)``, a compile-time constant, or (``tag = ()``)
-    the length of the slot arrays."""
-    NB = len(tag)
+    """The number of slots: ``8 len(tag[0])``, a compile-time constant, or (``tag[0] =
+    ()``) the length of the slot arrays."""
+    NB = len(tag[0])
     return NB * LANE if NB > 0 else pwr.shape[0]
 
 
 @ieee_inline_kernel
-def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi,
-                   Gr, Gi, aw, au, as_, a2, um2, s0r, s0i):
+def _layers(tag, L):
+    """The number of layers: ``len(tag[1])``, a compile-time constant, or (``tag[1] =
+    ()``) ``L``."""
+    NL = len(tag[1])
+    return NL if NL > 0 else L
+
+
+@ieee_inline_kernel
+def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci, Qr, Qi, Pr,
+                   Pi, Gr, Gi, aw, au, as_, a2, um2):
     """Ascent direction ``U_l = (G / pw) conj(prod_{j != l} W_j)`` and the squared
     layer magnitudes ``a2_l = max |W_l|^2``, ``um2_l = max |U_l|^2``; returns
-    ``||U||^2`` (time domain, Parseval weights).
+    ``||U||^2`` (time domain, Parseval weights), for run ``r`` (its ``W, U`` from
+    ``r L S``, ``GR, GI`` from ``r S``, ``a2, um2`` from ``r L``).
 
-    ``GR, GI`` (S) are the real and imaginary slots of the pass's ``G``; ``pwr,
+    ``GR, GI`` (S per run) are the real and imaginary slots of the pass's ``G``; ``pwr,
     pwi`` (S) the Parseval weights, ``ipr, ipi`` their inverses and ``msk`` a 0/1
     mask, zero at a packed slot 0 (redone by scalar code at the end as the two real
     bins it holds) and at padding. ``Cr, Ci`` (L S), ``Qr, Qi, Pr, Pi, Gr, Gi`` (S),
-    ``aw, au, as_`` (8), ``s0r, s0i`` (L) are work arrays.
+    ``aw, au, as_`` (8) are work arrays.
 
     No loop reads one part of an array and writes another part of the same array
     (LLVM could not tell them apart and would not vectorize): the suffix products
     run in ``Q`` and are stored into ``C``."""
+    L = _layers(tag, L)
     S = _slots(tag, pwr)
     nb = S // LANE
+    oW = r * L * S
+    oS = r * S
+    oL = r * L
     for t in range(LANE):
         as_[t] = 0.0
     if not cplx:
         for s in range(S):
             Qr[U64(s)] = 1.0
             Pr[U64(s)] = 1.0
-            Gr[U64(s)] = GR[U64(s)] * ipr[U64(s)]
+            Gr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
         for l in range(L - 1, 0, -1):
             o = l * S
             for s in range(S):
                 q = Qr[U64(s)]
                 Cr[U64(o + s)] = q
-                Qr[U64(s)] = q * Wr[U64(o + s)]
+                Qr[U64(s)] = q * Wr[U64(oW + o + s)]
         for s in range(S):
             Cr[U64(s)] = Qr[U64(s)]
         for l in range(L):
@@ -176,25 +197,25 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
             for j in range(nb):
                 for t in range(LANE):
                     s = j * LANE + t
-                    w = Wr[U64(o + s)]
+                    w = Wr[U64(oW + o + s)]
                     u = Gr[U64(s)] * (Cr[U64(o + s)] * Pr[U64(s)])
-                    Ur[U64(o + s)] = u
+                    Ur[U64(oW + o + s)] = u
                     Pr[U64(s)] = Pr[U64(s)] * w
                     uu = u * u
                     ww = w * w
                     aw[t] = fmax(aw[t], ww)
                     au[t] = fmax(au[t], uu)
                     as_[t] = fma(pwr[U64(s)], uu, as_[t])
-            a2[l] = _lane_max(aw)
-            um2[l] = _lane_max(au)
+            a2[oL + l] = _lane_max(aw)
+            um2[oL + l] = _lane_max(au)
         return _lane_sum(as_)
     for s in range(S):
         Qr[U64(s)] = 1.0
         Qi[U64(s)] = 0.0
         Pr[U64(s)] = 1.0
         Pi[U64(s)] = 0.0
-        Gr[U64(s)] = GR[U64(s)] * ipr[U64(s)]
-        Gi[U64(s)] = GI[U64(s)] * ipi[U64(s)]
+        Gr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
+        Gi[U64(s)] = GI[U64(oS + s)] * ipi[U64(s)]
     for l in range(L - 1, 0, -1):
         o = l * S
         for s in range(S):
@@ -202,8 +223,8 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
             qi = Qi[U64(s)]
             Cr[U64(o + s)] = qr
             Ci[U64(o + s)] = qi
-            wr = Wr[U64(o + s)]
-            wi = Wi[U64(o + s)]
+            wr = Wr[U64(oW + o + s)]
+            wi = Wi[U64(oW + o + s)]
             Qr[U64(s)] = fma(qr, wr, -(qi * wi))
             Qi[U64(s)] = fma(qr, wi, qi * wr)
     for s in range(S):
@@ -228,10 +249,10 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
                 cc = fma(sr, p_i, si * p_r)
                 ur = fma(gr, cr, gi * cc)
                 ui = fma(gi, cr, -(gr * cc))
-                Ur[U64(i)] = ur
-                Ui[U64(i)] = ui
-                wr = Wr[U64(i)]
-                wi = Wi[U64(i)]
+                Ur[U64(oW + i)] = ur
+                Ui[U64(oW + i)] = ui
+                wr = Wr[U64(oW + i)]
+                wi = Wi[U64(oW + i)]
                 Pr[U64(s)] = fma(p_r, wr, -(p_i * wi))
                 Pi[U64(s)] = fma(p_r, wi, p_i * wr)
                 ww = fma(wr, wr, wi * wi) * msk[U64(s)]
@@ -239,76 +260,77 @@ def bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk
                 aw[t] = fmax(aw[t], ww)
                 au[t] = fmax(au[t], um)
                 as_[t] = fma(pwr[U64(s)], um, as_[t])
-        a2[l] = _lane_max(aw)
-        um2[l] = _lane_max(au)
+        a2[oL + l] = _lane_max(aw)
+        um2[oL + l] = _lane_max(au)
     u2 = _lane_sum(as_)
     if packed:
         # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins;
-        # suffix products in s0r, s0i (L), prefix products running
+        # suffix products in C's slot 0 (done with), prefix products running
         gr = Gr[0]
         gi = Gi[0]
         qr = 1.0
         qi = 1.0
         for l in range(L - 1, -1, -1):
-            s0r[l] = qr
-            s0i[l] = qi
-            qr *= Wr[U64(l * S)]
-            qi *= Wi[U64(l * S)]
+            Cr[U64(l * S)] = qr
+            Ci[U64(l * S)] = qi
+            qr *= Wr[U64(oW + l * S)]
+            qi *= Wi[U64(oW + l * S)]
         p_r = 1.0
         p_i = 1.0
         for l in range(L):
-            ur = gr * (s0r[l] * p_r)
-            ui = gi * (s0i[l] * p_i)
-            Ur[U64(l * S)] = ur
-            Ui[U64(l * S)] = ui
-            wr = Wr[U64(l * S)]
-            wi = Wi[U64(l * S)]
+            ur = gr * (Cr[U64(l * S)] * p_r)
+            ui = gi * (Ci[U64(l * S)] * p_i)
+            Ur[U64(oW + l * S)] = ur
+            Ui[U64(oW + l * S)] = ui
+            wr = Wr[U64(oW + l * S)]
+            wi = Wi[U64(oW + l * S)]
             p_r *= wr
             p_i *= wi
-            a2[l] = max(a2[l], wr * wr, wi * wi)
-            um2[l] = max(um2[l], ur * ur, ui * ui)
+            a2[oL + l] = max(a2[oL + l], wr * wr, wi * wi)
+            um2[oL + l] = max(um2[oL + l], ur * ur, ui * ui)
             u2 += pwr[0] * (ur * ur) + pwi[0] * (ui * ui)
     return u2
 
 
 @ieee_inline_kernel
-def bins_trial(tag, L, cplx, packed, Wr, Wi, Ur, Ui, mu, tWr, tWi, bR, bI, pwr):
+def bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mu, tWr, tWi, bR, bI, pwr):
     """The trial point ``W + mu U`` (into ``tW``) and its ``b = prod_l W_l`` (real
-    slots ``bR``, imaginary slots ``bI``), in one sweep."""
+    slots ``bR``, imaginary slots ``bI``), in one sweep, for the run at ``oW``."""
+    L = _layers(tag, L)
     S = _slots(tag, pwr)
     for s in range(S):
-        x = fma(mu, Ur[U64(s)], Wr[U64(s)])
-        tWr[U64(s)] = x
+        x = fma(mu, Ur[U64(oW + s)], Wr[U64(oW + s)])
+        tWr[U64(oW + s)] = x
         bR[U64(s)] = x
     if not cplx:
         for l in range(1, L):
             o = l * S
             for s in range(S):
-                x = fma(mu, Ur[U64(o + s)], Wr[U64(o + s)])
-                tWr[U64(o + s)] = x
+                x = fma(mu, Ur[U64(oW + o + s)], Wr[U64(oW + o + s)])
+                tWr[U64(oW + o + s)] = x
                 bR[U64(s)] = bR[U64(s)] * x
         return
     for s in range(S):
-        x = fma(mu, Ui[U64(s)], Wi[U64(s)])
-        tWi[U64(s)] = x
+        x = fma(mu, Ui[U64(oW + s)], Wi[U64(oW + s)])
+        tWi[U64(oW + s)] = x
         bI[U64(s)] = x
     for l in range(1, L):
         o = l * S
         for s in range(S):
-            wr = fma(mu, Ur[U64(o + s)], Wr[U64(o + s)])
-            wi = fma(mu, Ui[U64(o + s)], Wi[U64(o + s)])
-            tWr[U64(o + s)] = wr
-            tWi[U64(o + s)] = wi
+            wr = fma(mu, Ur[U64(oW + o + s)], Wr[U64(oW + o + s)])
+            wi = fma(mu, Ui[U64(oW + o + s)], Wi[U64(oW + o + s)])
+            tWr[U64(oW + o + s)] = wr
+            tWi[U64(oW + o + s)] = wi
             br = bR[U64(s)]
             bi = bI[U64(s)]
             bR[U64(s)] = fma(br, wr, -(bi * wi))
             bI[U64(s)] = fma(br, wi, bi * wr)
     if packed:
-        br = tWr[0]
-        bi = tWi[0]
+        br = tWr[U64(oW)]
+        bi = tWi[U64(oW)]
         for l in range(1, L):
-            br *= tWr[U64(l * S)]
-            bi *= tWi[U64(l * S)]
+            br *= tWr[U64(oW + l * S)]
+            bi *= tWi[U64(oW + l * S)]
         bR[0] = br
         bI[0] = bi
 
@@ -343,11 +365,13 @@ def _bins_unlayout(Wr, Wi, L, K, Ki, packed, S, theta):
 
 
 @ieee_inline_kernel
-def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, av, e, mA, mB, v0, v1, v2, v3):
+def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, av, e, mA, mB, v0, v1,
+              v2, v3):
     """The pass over the data at ``b``: margins ``m_n = <Z_n, b>``, an online
     softmax over blocks of ``BLOCK`` samples, and ``G = sum_n exp(a_n - Ma) Z_n``
-    accumulated while the block's rows are in cache. Fills ``ps`` (log-sum state)
-    like ``_gd.pass_block`` and returns log L.
+    accumulated while the block's rows are in cache, into ``GR, GI`` from ``oS``.
+    Fills ``ps`` (log-sum state, from ``oP``) like ``_gd.pass_block`` and returns
+    log L.
 
     ``ZR, ZI`` (N S) are the data rows; ``ZTR, ZTI`` (empty, or ``ceil(N / 16)``
     blocks of (S, 16)) the same transposed, samples innermost: the margins of a
@@ -361,10 +385,10 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
     sl = 0.0
     mmin = np.inf
     for s in range(S):
-        GR[U64(s)] = 0.0
+        GR[U64(oS + s)] = 0.0
     if cplx:
         for s in range(S):
-            GI[U64(s)] = 0.0
+            GI[U64(oS + s)] = 0.0
     for n0 in range(0, N, BLOCK):
         nk = min(BLOCK, N - n0)
         nk4 = nk - nk % 4
@@ -460,17 +484,17 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
                 rs = np.exp(Ma - bmax)
                 sa *= rs
                 for s in range(S):
-                    GR[U64(s)] = GR[U64(s)] * rs
+                    GR[U64(oS + s)] = GR[U64(oS + s)] * rs
                 if cplx:
                     for s in range(S):
-                        GI[U64(s)] = GI[U64(s)] * rs
+                        GI[U64(oS + s)] = GI[U64(oS + s)] * rs
             else:
                 sa = 0.0
                 for s in range(S):
-                    GR[U64(s)] = 0.0
+                    GR[U64(oS + s)] = 0.0
                 if cplx:
                     for s in range(S):
-                        GI[U64(s)] = 0.0
+                        GI[U64(oS + s)] = 0.0
             Ma = bmax
         if loss == EXP_LOSS:
             for u in range(BLOCK):
@@ -494,42 +518,43 @@ def bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, 
             if e0 == 0.0 and e1 == 0.0 and e2 == 0.0 and e3 == 0.0:
                 continue
             for s in range(S):
-                GR[U64(s)] += (fma(e0, ZR[U64(r0 + s)], e1 * ZR[U64(r0 + S + s)])
+                GR[U64(oS + s)] += (fma(e0, ZR[U64(r0 + s)], e1 * ZR[U64(r0 + S + s)])
                               + fma(e2, ZR[U64(r0 + 2 * S + s)], e3 * ZR[U64(r0 + 3 * S + s)]))
             if cplx:
                 for s in range(S):
-                    GI[U64(s)] += (fma(e0, ZI[U64(r0 + s)], e1 * ZI[U64(r0 + S + s)])
+                    GI[U64(oS + s)] += (fma(e0, ZI[U64(r0 + s)], e1 * ZI[U64(r0 + S + s)])
                                   + fma(e2, ZI[U64(r0 + 2 * S + s)], e3 * ZI[U64(r0 + 3 * S + s)]))
         for i in range(nk4, nk):
             r0 = (n0 + i) * S
             ei = e[i]
             if ei != 0.0:
                 for s in range(S):
-                    GR[U64(s)] = fma(ei, ZR[U64(r0 + s)], GR[U64(s)])
+                    GR[U64(oS + s)] = fma(ei, ZR[U64(r0 + s)], GR[U64(oS + s)])
                 if cplx:
                     for s in range(S):
-                        GI[U64(s)] = fma(ei, ZI[U64(r0 + s)], GI[U64(s)])
-    ps[PS_MA] = Ma
-    ps[PS_SA] = sa
-    ps[PS_ML] = Ml
-    ps[PS_SL] = sl
-    ps[PS_MMIN] = mmin
+                        GI[U64(oS + s)] = fma(ei, ZI[U64(r0 + s)], GI[U64(oS + s)])
+    ps[oP + PS_MA] = Ma
+    ps[oP + PS_SA] = sa
+    ps[oP + PS_ML] = Ml
+    ps[oP + PS_SL] = sl
+    ps[oP + PS_MMIN] = mmin
     if loss == EXP_LOSS:
         return Ma + np.log(sa)
     return Ml + np.log(sl)
 
 
 @ieee_inline_kernel
-def _smoothness(a, X2, Xh, iv):
-    """``_gd.smoothness`` with one division per layer (``iv`` (L) holds 1 / a_l)."""
-    L = a.shape[0]
+def _smoothness(a, oL, L, X2, Xh, iv):
+    """``_gd.smoothness`` of the layer magnitudes ``a[oL:oL + L]``, with one division
+    per layer (``iv`` (L) holds 1 / a_l)."""
     P = 1.0
     T = 0.0
     for j in range(L):
-        if not a[j] > 0.0:
-            return smoothness(a, X2, Xh)
-        iv[j] = 1.0 / a[j]
-        P *= a[j]
+        aj = a[oL + j]
+        if not aj > 0.0:
+            return smoothness(a[oL:oL + L], X2, Xh)
+        iv[j] = 1.0 / aj
+        P *= aj
         T += iv[j]
     g = 0.0
     hmax = 0.0
@@ -553,90 +578,92 @@ def _certified(mult, lr, Sb, Gb, su):
 
 
 @noalias_kernel
-def _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+def _bins_loop(tag, R, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
-               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps):
-    """The GD loop of ``gd_bins``: every array a distinct argument (``noalias``),
-    the phases inlined; the accepted trial point and its ``G`` are copied (an
-    argument cannot be swapped for another without losing ``noalias``).
-    ``out`` receives ``[log L, min margin, log eta, steps done]``."""
+               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
+               log_eta, X2, Xh, loss, adaptive, step, steps):
+    """The GD loop of ``gd_bins`` for ``R`` runs on one dataset: every array a
+    distinct argument (``noalias``), the phases inlined. Per run: the state
+    ``W, tW, U`` (L S each), ``G, Gn`` (S), ``a2, um2, a, um, ab`` (L), ``ps`` (N_PS)
+    and the scalars ``logL, mult, ..., log_eta``; the rest is work space that one
+    run's phase uses at a time. Each sweep gives every unfinished run one attempt
+    (a step, or a refused trial): the runs are independent, so the processor
+    overlaps one run's dependency chain (pass, direction, step size, trial) with
+    the next run's. A run's arithmetic does not depend on ``R`` or on the other
+    runs: its bits are those of the run alone. The accepted trial point and its
+    ``G`` are copied (an argument cannot be swapped for another without losing
+    ``noalias``). ``done[r]`` starts at -1: the pass at the starting point goes
+    through the same code as a step."""
+    L = _layers(tag, L)
     S = _slots(tag, pwr)
-    log_eta = out[2]
-    done = -1  # -1: the pass at the starting point (through the same code as a step)
-    need = True
-    lr = 1.0
-    su = 0.0
-    u2 = 0.0
-    Ma = 0.0
-    sa = 0.0
-    mmin = np.inf
-    mult[0] = 0.0
-    while status[0] == RUNNING and done < steps:
-        if done >= 0:
-            if need:
-                # (a and um serve as work arrays until they are set from a2, um2)
-                u2 = bins_direction(tag, L, cplx, packed, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci,
-                                    Qr, Qi, Pr, Pi, Gr, Gi, aw, au, as_, a2, um2, a, um)
-                for l in range(L):
-                    a[l] = np.sqrt(a2[l])
-                    um[l] = np.sqrt(um2[l])
-                if adaptive:
-                    Sw, _ = _smoothness(a, X2, Xh, iv)
-                    if u2 == 0.0 or Sw == 0.0:
-                        status[0] = STATIONARY  # zero gradient: GD stays here forever
-                        break
-                else:
-                    Sw = 1.0
-                if adaptive:
-                    # eta = c / (L S): mult = eta exp(Ma) = c / (lr S), lr = L exp(-Ma)
-                    lr = sa if loss == EXP_LOSS else np.exp(logL[0] - Ma)
-                    mult[0] = step / (lr * Sw)
-                    su = np.sqrt(u2)
-                else:
-                    mult[0], _ = step_multiplier(adaptive, loss, step, sa, Ma, logL[0], Sw)
-                need = False
-                tries[0] = 0
-            if adaptive:
-                # certify on the segment, halving until the descent lemma holds there
-                while True:
-                    for l in range(L):
-                        ab[l] = a[l] + mult[0] * um[l]
-                    Sb, Gb = _smoothness(ab, X2, Xh, iv)
-                    if _certified(mult[0], lr, Sb, Gb, su):
-                        break
-                    mult[0] *= 0.5
-                    halv[0] += 1
-        bins_trial(tag, L, cplx, packed, Wr, Wi, Ur, Ui, mult[0], tWr, tWi, bR, bI, pwr)
-        logLn = bins_pass(tag, N, cplx, loss, ZR, ZI, ZTR, ZTI, bR, bI, GnR, GnI, pwr, ps, m, av, e, mA, mB,
-                          v0, v1, v2, v3)
-        if done >= 0:
-            if guard_refuses(0, adaptive, logLn, logL, tries, halv, mult, status):
+    LS = L * S
+    busy = True
+    while busy:
+        busy = False
+        for r in range(R):
+            if status[r] != RUNNING or done[r] >= steps:
                 continue
-            if done == steps - 1:
-                log_eta = (np.log(mult[0]) if mult[0] > 0.0 else -np.inf) - Ma
-        # accept (at the start: W + 0 U = W)
-        for i in range(L * S):
-            Wr[U64(i)] = tWr[U64(i)]
-        for s in range(S):
-            GR[U64(s)] = GnR[U64(s)]
-        if cplx:
-            for i in range(L * S):
-                Wi[U64(i)] = tWi[U64(i)]
+            busy = True
+            oW = r * LS
+            oS = r * S
+            oL = r * L
+            oP = r * N_PS
+            if done[r] >= 0:
+                if need[r]:
+                    u2 = bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui,
+                                        Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, aw, au, as_, a2, um2)
+                    for l in range(L):
+                        a[oL + l] = np.sqrt(a2[oL + l])
+                        um[oL + l] = np.sqrt(um2[oL + l])
+                    if adaptive:
+                        Sw, _ = _smoothness(a, oL, L, X2, Xh, iv)
+                        if u2 == 0.0 or Sw == 0.0:
+                            status[r] = STATIONARY  # zero gradient: GD stays here forever
+                            continue
+                        # eta = c / (L S): mult = eta exp(Ma) = c / (lr S), lr = L exp(-Ma)
+                        lr[r] = sa[r] if loss == EXP_LOSS else np.exp(logL[r] - Ma[r])
+                        mult[r] = step[r] / (lr[r] * Sw)
+                        su[r] = np.sqrt(u2)
+                    else:
+                        mult[r], _ = step_multiplier(adaptive, loss, step[r], sa[r], Ma[r], logL[r], 1.0)
+                    need[r] = False
+                    tries[r] = 0
+                if adaptive:
+                    # certify on the segment, halving until the descent lemma holds there
+                    while True:
+                        for l in range(L):
+                            ab[oL + l] = a[oL + l] + mult[r] * um[oL + l]
+                        Sb, Gb = _smoothness(ab, oL, L, X2, Xh, iv)
+                        if _certified(mult[r], lr[r], Sb, Gb, su[r]):
+                            break
+                        mult[r] *= 0.5
+                        halv[r] += 1
+            bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mult[r], tWr, tWi, bR, bI, pwr)
+            logLn = bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GnR, GnI, pwr, ps, m, av, e,
+                              mA, mB, v0, v1, v2, v3)
+            if done[r] >= 0:
+                if guard_refuses(r, adaptive, logLn, logL, tries, halv, mult, status):
+                    continue
+                if done[r] == steps - 1:
+                    log_eta[r] = (np.log(mult[r]) if mult[r] > 0.0 else -np.inf) - Ma[r]
+            # accept (at the start: W + 0 U = W)
+            for i in range(LS):
+                Wr[U64(oW + i)] = tWr[U64(oW + i)]
             for s in range(S):
-                GI[U64(s)] = GnI[U64(s)]
-        logL[0] = logLn
-        Ma = ps[PS_MA]
-        sa = ps[PS_SA]
-        mmin = ps[PS_MMIN]
-        done += 1
-        need = True
-        if not logLn - logLn == 0.0:  # not finite (strict IEEE here: not folded)
-            status[0] = NONFINITE
-    done = max(done, 0)
-    out[0] = logL[0]
-    out[1] = mmin
-    out[2] = log_eta
-    out[3] = done
+                GR[U64(oS + s)] = GnR[U64(oS + s)]
+            if cplx:
+                for i in range(LS):
+                    Wi[U64(oW + i)] = tWi[U64(oW + i)]
+                for s in range(S):
+                    GI[U64(oS + s)] = GnI[U64(oS + s)]
+            logL[r] = logLn
+            Ma[r] = ps[oP + PS_MA]
+            sa[r] = ps[oP + PS_SA]
+            mmin[r] = ps[oP + PS_MMIN]
+            done[r] += 1
+            need[r] = True
+            if not logLn - logLn == 0.0:  # not finite (strict IEEE here: not folded)
+                status[r] = NONFINITE
 
 
 @kernel
@@ -648,50 +675,60 @@ def _empty64(n):
 
 
 @kernel
-def gd_bins(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive, step,
+def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive, step,
             steps, stats):
-    """``steps`` iterations of GD for one diag/conv run (``theta`` (P,) updated in
-    place, ``stats`` (N_STATS,) as in ``gd_group``), with the data, the weights and
-    the tag of ``bins_data``."""
-    if stats[ST_STATUS] != RUNNING:
-        return
+    """``steps`` iterations of GD for ``R`` diag/conv runs on one dataset
+    (``thetas`` (R, P) updated in place, ``step`` (R,) their step sizes, ``stats``
+    (R, N_STATS) as in ``gd_group``), with the data, the weights and the tag of
+    ``bins_data``. Runs not RUNNING are left alone. A run's bits do not depend on
+    ``R`` nor on the other runs."""
+    R = thetas.shape[0]
+    if step.shape[0] != R or stats.shape[0] != R:
+        raise ValueError("gd_bins takes one step size and one stats row per run")
     S = pwr.shape[0]
     N = ZR.shape[0] // S
     cplx = Ki != 0
     # every work array starts on a cache line (64 bytes: one 512-bit vector), so no
     # vector load or store straddles two lines (Numba aligns to 32)
     LS = L * S
-    Wr, Wi, tWr, tWi = _empty64(LS), _empty64(LS), _empty64(LS), _empty64(LS)
-    Ur, Ui, Cr, Ci = _empty64(LS), _empty64(LS), _empty64(LS), _empty64(LS)
+    Wr, Wi, tWr, tWi = _empty64(R * LS), _empty64(R * LS), _empty64(R * LS), _empty64(R * LS)
+    Ur, Ui = _empty64(R * LS), _empty64(R * LS)
+    Cr, Ci = _empty64(LS), _empty64(LS)
     Ur[:] = 0.0
     Ui[:] = 0.0
     Wi[:] = 0.0
     Qr, Qi, Pr, Pi, Gr, Gi = _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S)
-    bR, bI, GR, GI, GnR, GnI = _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S)
+    bR, bI = _empty64(S), _empty64(S)
+    GR, GI, GnR, GnI = _empty64(R * S), _empty64(R * S), _empty64(R * S), _empty64(R * S)
     aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(LANE),
                                    _empty64(LANE), _empty64(LANE), _empty64(LANE))
     m, av, e, mA, mB = _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK)
-    a2, um2, a, um, ab, iv = np.empty(L), np.empty(L), np.empty(L), np.empty(L), np.empty(L), np.empty(L)
-    ps = np.empty(N_PS)
-    logL = np.empty(1)
-    mult = np.zeros(1)
-    tries = np.zeros(1, np.int64)
-    halv = np.zeros(1, np.int64)
-    status = np.empty(1, np.int64)
-    out = np.empty(4)
-    status[0] = RUNNING
-    out[2] = stats[ST_LOG_ETA]
-    bins_layout(theta, L, K, Ki, packed, S, Wr, Wi)
-    _bins_loop(tag, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+    a2, um2, a, um, ab = np.empty(R * L), np.empty(R * L), np.empty(R * L), np.empty(R * L), np.empty(R * L)
+    iv = np.empty(L)
+    ps = np.empty(R * N_PS)
+    logL, mult, lr, su = np.empty(R), np.zeros(R), np.ones(R), np.zeros(R)
+    Ma, sa, mmin, log_eta = np.zeros(R), np.zeros(R), np.full(R, np.inf), np.empty(R)
+    tries, halv = np.zeros(R, np.int64), np.zeros(R, np.int64)
+    status, done = np.empty(R, np.int64), np.full(R, -1, np.int64)
+    need = np.ones(R, np.bool_)
+    for r in range(R):
+        status[r] = np.int64(stats[r, ST_STATUS])
+        log_eta[r] = stats[r, ST_LOG_ETA]
+        bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
+    _bins_loop(tag, R, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
-               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, out, X2, Xh, loss, adaptive, step, steps)
-    _bins_unlayout(Wr, Wi, L, K, Ki, packed, S, theta)
-    stats[ST_LOG_LOSS] = out[0]
-    stats[ST_MIN_MARGIN] = out[1]
-    stats[ST_LOG_ETA] = out[2]
-    stats[ST_HALVINGS] += halv[0]
-    stats[ST_STEPS] = out[3]
-    stats[ST_STATUS] = status[0]
+               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
+               log_eta, X2, Xh, loss, adaptive, step, steps)
+    for r in range(R):
+        if stats[r, ST_STATUS] != RUNNING:
+            continue
+        _bins_unlayout(Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS], L, K, Ki, packed, S, thetas[r])
+        stats[r, ST_LOG_LOSS] = logL[r]
+        stats[r, ST_MIN_MARGIN] = mmin[r]
+        stats[r, ST_LOG_ETA] = log_eta[r]
+        stats[r, ST_HALVINGS] += halv[r]
+        stats[r, ST_STEPS] = max(done[r], 0)
+        stats[r, ST_STATUS] = status[r]
 
 
 def _aligned(a):
@@ -704,7 +741,7 @@ def _aligned(a):
     return out
 
 
-def bins_data(Z, pw, K, Ki, packed):
+def bins_data(Z, pw, K, Ki, packed, L):
     """The data and weights of a PROD problem in the slot layout of ``gd_bins``:
     ``(tag, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk)`` from ``Z`` (N, K + Ki) and
     ``pw`` (K,); every array flat and 64-byte aligned."""
@@ -713,9 +750,11 @@ def bins_data(Z, pw, K, Ki, packed):
     nb = max(1, -(-kc // LANE))
     if nb <= STATIC_MAX_BLOCKS:
         nb = 1 << (nb - 1).bit_length()  # 1, 2, 4 or 8: one compiled loop each
-        tag = (0,) * nb
+        blocks = (0,) * nb
     else:
-        tag = ()
+        blocks = ()
+    layers = (0,) * L if nb <= STATIC_LAYERS_MAX_BLOCKS and L <= STATIC_MAX_LAYERS else ()
+    tag = (blocks, layers)
     S = nb * LANE
     cplx = Ki != 0
     Zb = np.zeros((N, 2 * S))

@@ -91,3 +91,59 @@ def test_bins_layout_round_trip():
         p.gd_bins(t, _gd.EXP_LOSS, True, 1.0, 0, st)
         assert np.array_equal(t, theta)
         assert st[_gd.ST_STEPS] == 0
+
+
+@pytest.mark.parametrize("arch,N,D,L", [("conv", 16, 32, 4), ("conv", 12, 100, 3), ("diag", 11, 20, 2),
+                                        ("conv", 9, 150, 2)])
+@pytest.mark.parametrize("loss", [_gd.EXP_LOSS, _gd.LOGISTIC_LOSS])
+def test_bins_runs_together_equal_runs_alone(arch, N, D, L, loss):
+    """Runs advanced in one call (different starts and step sizes, one of them
+    finished beforehand) get the bits they get alone; the finished run is left alone."""
+    X, y = gaussian_dataset(N, D, seed=6)
+    p = Problem(X, y, arch, L)
+    thetas = np.stack([p.theta_from_weights(p.init_weights(1.0 / np.sqrt(D), s)) for s in range(4)])
+    step = np.array([1.0, 0.5, 1.9, 1.0])
+    for adaptive in (True, False):
+        stp = step if adaptive else 1e-3 * step
+        st = np.zeros((4, _gd.N_STATS))
+        st[2, _gd.ST_STATUS] = _gd.STUCK
+        st[2, _gd.ST_LOG_LOSS] = 123.0
+        together = thetas.copy()
+        p.gd_bins(together, loss, adaptive, stp, 700, st)
+        assert np.array_equal(together[2], thetas[2]) and st[2, _gd.ST_LOG_LOSS] == 123.0
+        assert st[2, _gd.ST_STATUS] == _gd.STUCK
+        for r in (0, 1, 3):
+            t = thetas[r].copy()
+            s1 = np.zeros(_gd.N_STATS)
+            p.gd_bins(t, loss, adaptive, stp[r], 700, s1)
+            assert np.array_equal(t, together[r])
+            assert np.array_equal(s1, st[r])
+            assert s1[_gd.ST_STEPS] == 700
+
+
+def test_bins_tag_compile_time_shapes():
+    """The loop is compiled for the block count (rounded up to a power of two, up to
+    STATIC_MAX_BLOCKS) and, on small problems, for the depth."""
+    from fastbias.kernels import _bins
+
+    for arch, D, L, blocks, layers in (("conv", 32, 4, 2, 4), ("conv", 33, 3, 4, 3), ("conv", 64, 2, 4, 2),
+                                       ("conv", 66, 2, 8, 0), ("diag", 70, 3, 0, 0), ("diag", 9, 1, 2, 1)):
+        X, y = gaussian_dataset(5, D, seed=0)
+        p = Problem(X, y, arch, L)
+        tag = p.bins[0]
+        assert (len(tag[0]), len(tag[1])) == (blocks, layers), (arch, D, L)
+        assert p.bins_static == (layers > 0)
+        if blocks:
+            assert p.bins[6].shape[0] == _bins.LANE * blocks  # the Parseval weights, one per slot
+
+
+def test_gd_bins_rejects_mismatched_run_arrays():
+    from fastbias.kernels import _bins
+
+    X, y = gaussian_dataset(6, 8, seed=0)
+    p = Problem(X, y, "conv", 2)
+    tag, packed, *data = p.bins
+    thetas = np.zeros((2, p.P))
+    with pytest.raises(ValueError, match="one step size and one stats row per run"):
+        _bins.gd_bins(tag, thetas, 2, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, True, np.ones(3), 5,
+                      np.zeros((2, _gd.N_STATS)))
