@@ -141,6 +141,28 @@ class Problem:
         chain_row(theta, self.widths, self.offsets, roff, np.empty(roff[-1]), b)
         return b
 
+    def beta_spectrum(self, theta):
+        """The predictor in the coordinates where ``pw`` gives its norm: conv, the
+        half spectrum of beta as ``[Re (K), Im (K)]``; diag, beta itself."""
+        b = np.empty(self.K + self.Ki)
+        L, K = self.depth, self.K
+        _gd.prod_beta(theta[: L * K].reshape(1, L, K), theta[L * K:].reshape(1, L, self.Ki), 0,
+                      b.reshape(1, -1))
+        return b
+
+    def spectra(self, vectors):
+        """Time-domain vectors (n, D) in the coordinates of ``beta_spectrum``."""
+        v = np.asarray(vectors, dtype=np.float64).reshape(-1, self.D)
+        if self.arch != "conv":
+            return v
+        f = np.fft.rfft(v, axis=1)
+        return np.concatenate([f.real, f.imag], axis=1)
+
+    def parseval(self):
+        """Weights ``w`` with ``u . v = sum_j w_j U_j V_j`` for the coordinates ``U, V``
+        of ``beta_spectrum`` / ``spectra`` (Parseval, real signals)."""
+        return np.concatenate([self.pw, self.pw[: self.Ki]])
+
     def weight_norm(self, theta):
         if self.family == _gd.PROD:
             return math.sqrt(_gd.prod_sqnorm(theta, self.depth, self.K, self.Ki, self.pw))
@@ -170,13 +192,13 @@ class Problem:
         problem for the runs ``thetas`` (R, P) with ``stats`` (R, N_STATS), updated in
         place (or one run: (P,) and (N_STATS,)); ``step`` a number or one per run."""
         tag, packed, *data = self.bins
-        t2 = thetas.reshape(-1, thetas.shape[-1])
-        s2 = stats.reshape(-1, _gd.N_STATS)
-        if not (np.shares_memory(t2, thetas) and np.shares_memory(s2, stats)):
-            raise ValueError("gd_bins updates thetas and stats in place: pass contiguous arrays")
-        steps_ = np.broadcast_to(np.asarray(step, dtype=np.float64), (t2.shape[0],)).copy()
+        t2 = thetas if thetas.ndim == 2 else thetas[None]  # views: updated in place
+        s2 = stats if stats.ndim == 2 else stats[None]
+        stp = np.asarray(step, dtype=np.float64)
+        if stp.ndim == 0:
+            stp = np.full(t2.shape[0], float(stp))
         _bins.gd_bins(tag, t2, self.depth, self.K, self.Ki, packed, *data, self.X2, self.Xh, loss, adaptive,
-                      steps_, steps, s2)
+                      stp, steps, s2)
 
 
 def _record_steps(start, stop):
@@ -216,6 +238,7 @@ class Run:
         self._rows = []
         self._stats = np.zeros(_gd.N_STATS)
         self._stats[_gd.ST_LOG_ETA] = np.nan
+        self._ref_spectra = None  # the references in beta's spectral coordinates (first record)
 
     # -- public
     arch = property(lambda self: self._problem.arch)
@@ -264,8 +287,23 @@ class Run:
 
     def _record_row_values(self):
         p = self._problem
-        beta = self.beta
-        bn = float(np.linalg.norm(beta))
+        if p.family == _gd.PROD:
+            # norms and inner products of beta from its spectrum (Parseval): no inverse FFT
+            if self._ref_spectra is None:
+                refs = list(self._references.values())
+                self._pweights = p.parseval()
+                self._ref_spectra = p.spectra(refs) if refs else np.zeros((0, p.K + p.Ki))
+                self._ref_norms = np.array([np.linalg.norm(r) for r in refs])
+            b = p.beta_spectrum(self._theta)
+            wb = self._pweights * b
+            bn = math.sqrt(max(float(wb @ b), 0.0))
+            dots = self._ref_spectra @ wb
+        else:
+            beta = self.beta
+            bn = float(np.linalg.norm(beta))
+            refs = list(self._references.values())
+            self._ref_norms = np.array([np.linalg.norm(r) for r in refs])
+            dots = np.array([beta @ r for r in refs])
         mmin = float(self._stats[_gd.ST_MIN_MARGIN])
         log_eta = float(self._stats[_gd.ST_LOG_ETA])
         row = [
@@ -279,9 +317,8 @@ class Run:
             log_eta,
             self.halvings,
         ]
-        for ref in self._references.values():
-            rn = np.linalg.norm(ref)
-            row.append(float(beta @ ref / (bn * rn)) if bn > 0 and rn > 0 else np.nan)
+        for d, rn in zip(dots, self._ref_norms):
+            row.append(float(d / (bn * rn)) if bn > 0 and rn > 0 else np.nan)
         self._rows.append(tuple(row))
 
 
