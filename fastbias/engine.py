@@ -181,12 +181,6 @@ class Problem:
             self._bins = (tag, packed, *data)
         return self._bins
 
-    @property
-    def bins_static(self):
-        """Whether ``_bins.gd_bins`` is compiled for this problem's depth as well as
-        its slot count (small problems, ``_bins.STATIC_LAYERS_MAX_BLOCKS``)."""
-        return self.family == _gd.PROD and len(self.bins[0][1]) > 0
-
     def gd_bins(self, thetas, loss, adaptive, step, steps, stats):
         """``steps`` iterations of the loop ``_bins.gd_bins`` (diag/conv) on this
         problem for the runs ``thetas`` (R, P) with ``stats`` (R, N_STATS), updated in
@@ -220,10 +214,8 @@ class Run:
         self._problem = problem
         # runs made by fit_many for diag/conv nets go through the runs-in-SIMD-lanes
         # loop (_lanes.gd_lanes) for their whole life, resume included, so that their
-        # bits never depend on how they were batched; except on small problems (the
-        # single-run loop compiled for the depth: faster there), where they run as
-        # the runs of fit do, bitwise equal to them
-        self._lanes = bool(lanes) and problem.family == _gd.PROD and not problem.bins_static
+        # bits never depend on how they were batched
+        self._lanes = bool(lanes) and problem.family == _gd.PROD
         self._theta = theta
         self._loss = loss
         self._step = step
@@ -598,18 +590,15 @@ def fit_many(X, y, *, arch, seeds=(0,), depth=None, widths=None, loss="exp", ste
     runs that share a dataset share its prepared data and go in lockstep groups of
     ``GROUP`` (one pass over the data per round serves a group). For diagonal and
     convolutional nets a group runs one run per SIMD lane (``kernels._lanes``):
-    every operation of the loop acts on eight runs at once; on small problems
-    (``Problem.bins_static``) each run goes instead through the single-run loop of
-    ``fit``, which is faster there. ``threads`` is the number of worker threads over
-    the groups (default: all cores).
+    every operation of the loop acts on eight runs at once. ``threads`` is the
+    number of worker threads over the groups (default: all cores).
 
     Each run's bits depend only on its own data, seed and settings: not on the
     thread count, nor on which other runs share its group (a run and its
     ``resume`` stay on the same loop). Diagonal and convolutional runs from
     ``fit_many`` agree with ``fit`` to rounding (about 1e-15 relative; the lane loop
-    sums in another order), bitwise on small problems; fc and linear runs equal
-    ``fit`` bitwise. Returns a list of ``Run`` in the order ``[(s, seed) for s in
-    datasets for seed in seeds]``.
+    sums in another order); fc and linear runs equal ``fit`` bitwise. Returns a
+    list of ``Run`` in the order ``[(s, seed) for s in datasets for seed in seeds]``.
     """
     Xa = np.asarray(X) if not isinstance(X, (str, bytes)) else X
     if isinstance(Xa, np.ndarray) and Xa.ndim == 3:

@@ -16,7 +16,9 @@ code). Larger spectra pass ``tag[0] = ()`` and run the same code with a run-time
 block count. Up to ``STATIC_LAYERS_MAX_BLOCKS`` blocks the depth is a
 compile-time constant too (``tag[1]``, of length L; else ``()``): the loops over
 the layers unroll and the per-layer scalars (square roots, the smoothness bound)
-vectorize. Flat indices are unsigned: Numba tests a signed index for wraparound,
+vectorize. ``tag[2]`` says which spectra these are, as its length: 0 real (diag),
+1 complex (conv, odd D), 2 complex with DC and Nyquist packed (conv, even D); the
+branches on it fold away. Flat indices are unsigned: Numba tests a signed index for wraparound,
 which LLVM cannot remove from computed indices (a 10x slowdown).
 
 The runs of one call are independent (each sweep of the loop gives every
@@ -61,7 +63,7 @@ LANE = 8
 assert BLOCK == 16  # the pass's sixteen-wide loops
 TRANSPOSED_MAX_BLOCKS = 4  # slot blocks up to which the margins use Z transposed
 STATIC_MAX_BLOCKS = 8  # slot blocks up to which the loop is compiled for its block count
-STATIC_LAYERS_MAX_BLOCKS = 4  # ... and up to which it is also compiled for its depth
+STATIC_LAYERS_MAX_BLOCKS = 2  # ... and up to which it is also compiled for its depth
 STATIC_MAX_LAYERS = 8
 
 __all__ = ["LANE", "bins_layout", "gd_bins"]
@@ -597,6 +599,8 @@ def _bins_loop(tag, R, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr,
     L = _layers(tag, L)
     S = _slots(tag, pwr)
     LS = L * S
+    cplx = len(tag[2]) > 0  # compile-time constants: the branches on them fold away
+    packed = len(tag[2]) == 2
     busy = True
     while busy:
         busy = False
@@ -742,9 +746,9 @@ def _aligned(a):
 
 
 def bins_data(Z, pw, K, Ki, packed, L):
-    """The data and weights of a PROD problem in the slot layout of ``gd_bins``:
-    ``(tag, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk)`` from ``Z`` (N, K + Ki) and
-    ``pw`` (K,); every array flat and 64-byte aligned."""
+    """The data and weights of a PROD problem of depth ``L`` in the slot layout of
+    ``gd_bins``: ``(tag, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk)`` from ``Z`` (N, K
+    + Ki) and ``pw`` (K,); every array flat and 64-byte aligned."""
     N = Z.shape[0]
     kc = K - 1 if packed else K
     nb = max(1, -(-kc // LANE))
@@ -754,7 +758,7 @@ def bins_data(Z, pw, K, Ki, packed, L):
     else:
         blocks = ()
     layers = (0,) * L if nb <= STATIC_LAYERS_MAX_BLOCKS and L <= STATIC_MAX_LAYERS else ()
-    tag = (blocks, layers)
+    tag = (blocks, layers, (0,) * (2 if packed else 1 if Ki != 0 else 0))
     S = nb * LANE
     cplx = Ki != 0
     Zb = np.zeros((N, 2 * S))

@@ -123,16 +123,17 @@ def test_bins_runs_together_equal_runs_alone(arch, N, D, L, loss):
 
 def test_bins_tag_compile_time_shapes():
     """The loop is compiled for the block count (rounded up to a power of two, up to
-    STATIC_MAX_BLOCKS) and, on small problems, for the depth."""
+    STATIC_MAX_BLOCKS), on small problems for the depth, and for the kind of spectra."""
     from fastbias.kernels import _bins
 
-    for arch, D, L, blocks, layers in (("conv", 32, 4, 2, 4), ("conv", 33, 3, 4, 3), ("conv", 64, 2, 4, 2),
-                                       ("conv", 66, 2, 8, 0), ("diag", 70, 3, 0, 0), ("diag", 9, 1, 2, 1)):
+    for arch, D, L, blocks, layers in (("conv", 32, 4, 2, 4), ("conv", 33, 3, 4, 0), ("conv", 64, 2, 4, 0),
+                                       ("conv", 66, 2, 8, 0), ("diag", 70, 3, 0, 0), ("diag", 9, 1, 2, 1),
+                                       ("diag", 16, 3, 2, 3), ("conv", 7, 2, 1, 2)):
         X, y = gaussian_dataset(5, D, seed=0)
         p = Problem(X, y, arch, L)
         tag = p.bins[0]
         assert (len(tag[0]), len(tag[1])) == (blocks, layers), (arch, D, L)
-        assert p.bins_static == (layers > 0)
+        assert len(tag[2]) == (0 if arch == "diag" else 2 if D % 2 == 0 else 1)  # real, complex, packed
         if blocks:
             assert p.bins[6].shape[0] == _bins.LANE * blocks  # the Parseval weights, one per slot
 
