@@ -18,13 +18,14 @@ compile-time constant too (``tag[1]``, of length L; else ``()``): the loops over
 the layers unroll and the per-layer scalars (square roots, the smoothness bound)
 vectorize. ``tag[2]`` says which spectra these are, as its length: 0 real (diag),
 1 complex (conv, odd D), 2 complex with DC and Nyquist packed (conv, even D); the
-branches on it fold away. Flat indices are unsigned: Numba tests a signed index for wraparound,
-which LLVM cannot remove from computed indices (a 10x slowdown).
+branches on it fold away. Each tag is one compilation (about 15-20 s, most of it
+Numba's type inference of the inlined phases). Flat indices are unsigned: Numba
+tests a signed index for wraparound, which LLVM cannot remove from computed
+indices (a 10x slowdown).
 
 The runs of one call are independent (each sweep of the loop gives every
 unfinished run one attempt) and a run's arithmetic does not depend on the
-others: a run gets the same bits alone or with others, so ``fit`` and
-``fit_many`` agree bitwise where both use this loop.
+others: a run gets the same bits alone or with others.
 
 Real spectra of even length have two real bins, DC and Nyquist; they share slot
 0 (DC in the real part, Nyquist in the imaginary part, the usual packing of a
