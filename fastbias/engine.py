@@ -126,17 +126,14 @@ class Problem:
         return theta.reshape(L, D).copy()
 
     def beta_from_theta(self, theta):
-        b = np.empty(self.Z.shape[1])
-        L, K = self.depth, self.K
         if self.family == _gd.PROD:
-            Ki = self.Ki
-            b2 = b.reshape(1, -1)
-            _gd.prod_beta(theta[: L * K].reshape(1, L, K), theta[L * K:].reshape(1, L, Ki), 0, b2)
+            b = self.beta_spectrum(theta)
             if self.arch == "conv":
-                return np.fft.irfft(b[:K] + 1j * b[K:], self.D)
+                return np.fft.irfft(b[: self.K] + 1j * b[self.K:], self.D)
             return b
         from fastbias.kernels._full import chain_offsets, chain_row
 
+        b = np.empty(self.Z.shape[1])
         roff = chain_offsets(self.widths)
         chain_row(theta, self.widths, self.offsets, roff, np.empty(roff[-1]), b)
         return b
@@ -230,7 +227,7 @@ class Run:
         self._rows = []
         self._stats = np.zeros(_gd.N_STATS)
         self._stats[_gd.ST_LOG_ETA] = np.nan
-        self._ref_spectra = None  # the references in beta's spectral coordinates (first record)
+        self._ref_norms = None  # the references' norms (and, diag/conv, spectra): first record
 
     # -- public
     arch = property(lambda self: self._problem.arch)
@@ -279,13 +276,14 @@ class Run:
 
     def _record_row_values(self):
         p = self._problem
-        if p.family == _gd.PROD:
-            # norms and inner products of beta from its spectrum (Parseval): no inverse FFT
-            if self._ref_spectra is None:
-                refs = list(self._references.values())
+        if self._ref_norms is None:
+            refs = list(self._references.values())
+            self._ref_norms = np.array([np.linalg.norm(r) for r in refs])
+            if p.family == _gd.PROD:
                 self._pweights = p.parseval()
                 self._ref_spectra = p.spectra(refs) if refs else np.zeros((0, p.K + p.Ki))
-                self._ref_norms = np.array([np.linalg.norm(r) for r in refs])
+        if p.family == _gd.PROD:
+            # norms and inner products of beta from its spectrum (Parseval): no inverse FFT
             b = p.beta_spectrum(self._theta)
             wb = self._pweights * b
             bn = math.sqrt(max(float(wb @ b), 0.0))
@@ -293,9 +291,7 @@ class Run:
         else:
             beta = self.beta
             bn = float(np.linalg.norm(beta))
-            refs = list(self._references.values())
-            self._ref_norms = np.array([np.linalg.norm(r) for r in refs])
-            dots = np.array([beta @ r for r in refs])
+            dots = [beta @ r for r in self._references.values()]
         mmin = float(self._stats[_gd.ST_MIN_MARGIN])
         log_eta = float(self._stats[_gd.ST_LOG_ETA])
         row = [
