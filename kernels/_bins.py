@@ -581,7 +581,7 @@ def _certified(mult, lr, Sb, Gb, su):
 
 
 @noalias_kernel
-def _bins_loop(tag, R, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps):
@@ -692,7 +692,6 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         raise ValueError("gd_bins takes one step size and one stats row per run")
     S = pwr.shape[0]
     N = ZR.shape[0] // S
-    cplx = Ki != 0
     # every work array starts on a cache line (64 bytes: one 512-bit vector), so no
     # vector load or store straddles two lines (Numba aligns to 32)
     LS = L * S
@@ -720,7 +719,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
-    _bins_loop(tag, R, L, N, cplx, packed, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps)
