@@ -46,10 +46,6 @@ inputs.
 """
 
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
-
 from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
@@ -57,9 +53,8 @@ from ._gd import (
     CERT, exp_block, guard_refuses, logistic_weight, smoothness, step_multiplier,
 )
 
-from ._lanes import exp_nonpos, fma
+from ._lanes import U64, exp_nonpos, fma, fmax, fmin
 
-U64 = np.uint64  # flat indices are unsigned: Numba tests signed ones for wraparound
 LANE = 8
 assert BLOCK == 16  # the pass's sixteen-wide loops
 TRANSPOSED_MAX_BLOCKS = 4  # slot blocks up to which the margins use Z transposed
@@ -68,30 +63,6 @@ STATIC_LAYERS_MAX_BLOCKS = 2  # ... and up to which it is also compiled for its 
 STATIC_MAX_LAYERS = 8
 
 __all__ = ["LANE", "bins_layout", "gd_bins"]
-
-
-def _minmax_intrinsic(name):
-    """``llvm.maxnum.f64`` / ``llvm.minnum.f64``: the larger (smaller) of two
-    numbers, a NaN argument ignored (IEEE maxNum), as an operation LLVM vectorizes.
-    A select written ``a if a > b else b`` into the array it reads becomes a masked
-    store, which the next load of that array cannot forward from (a stall)."""
-
-    @intrinsic
-    def fn(typingctx, a, b):
-        sig = types.float64(types.float64, types.float64)
-
-        def codegen(context, builder, signature, args):
-            f64 = ir.DoubleType()
-            f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64, f64]), name)
-            return builder.call(f, args)
-
-        return sig, codegen
-
-    return fn
-
-
-fmax = _minmax_intrinsic("llvm.maxnum.f64")
-fmin = _minmax_intrinsic("llvm.minnum.f64")
 
 
 @ieee_inline_kernel

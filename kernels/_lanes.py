@@ -34,6 +34,7 @@ from ._gd import (
 )
 
 LANES = 8
+U64 = np.uint64  # flat indices are unsigned: Numba tests signed ones for wraparound
 
 __all__ = ["LANES", "gd_lanes"]
 
@@ -68,6 +69,43 @@ def _pow2(typingctx, n):
     return sig, codegen
 
 
+def _minmax_intrinsic(name):
+    """``llvm.maxnum.f64`` / ``llvm.minnum.f64``: the larger (smaller) of two
+    numbers, a NaN argument ignored (IEEE maxNum), as an operation LLVM vectorizes.
+    A select written ``a if a > b else b`` into the array it reads becomes a masked
+    store, which the next load of that array cannot forward from (a stall)."""
+
+    @intrinsic
+    def fn(typingctx, a, b):
+        sig = types.float64(types.float64, types.float64)
+
+        def codegen(context, builder, signature, args):
+            f64 = ir.DoubleType()
+            f = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64, f64]), name)
+            return builder.call(f, args)
+
+        return sig, codegen
+
+    return fn
+
+
+fmax = _minmax_intrinsic("llvm.maxnum.f64")
+fmin = _minmax_intrinsic("llvm.minnum.f64")
+
+
+@intrinsic
+def select(typingctx, c, a, b):
+    """``a if c else b`` as one LLVM ``select``: no branch, so the SLP vectorizer
+    can turn eight unrolled copies of it into one vector operation (Numba lowers a
+    conditional expression to branches, which it cannot)."""
+    sig = types.float64(types.boolean, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.select(args[0], args[1], args[2])
+
+    return sig, codegen
+
+
 @ieee_inline_kernel
 def exp_nonpos(d):
     """``exp(d)`` for ``d <= 0``, and 0 for ``d <= LOG_TINY``: the reduction and
@@ -92,7 +130,7 @@ def exp_nonpos(d):
     r1 = fma(q3, y2, q2)
     r2 = fma(q5, y2, q4)
     p = fma(fma(q6, y4, r2), y8, fma(r1, y4, r0))
-    return p * _pow2(j) if d > LOG_TINY else 0.0
+    return select(d > LOG_TINY, p * _pow2(j), 0.0)
 
 
 @noalias_kernel
@@ -174,29 +212,45 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
     Ki = Wi.shape[1]
     for r in range(NL):
         u2[r] = 0.0
-    # suffix products prod_{j > l} W_j, prefix products prod_{j < l} W_j
+    # suffix products C_l = prod_{j > l} W_j, run in p (no loop reads one layer of C
+    # and writes another: LLVM could not tell them apart and would not vectorize)
     for k in range(K):
         for r in range(NL):
-            Cr[L - 1, k, r] = 1.0
             pr[k, r] = 1.0
     for k in range(Ki):
         for r in range(NL):
-            Ci[L - 1, k, r] = 0.0
             pi[k, r] = 0.0
-    for l in range(L - 2, -1, -1):
+    for l in range(L - 1, 0, -1):
         if Ki == 0:
             for k in range(K):
                 for r in range(NL):
-                    Cr[l, k, r] = Cr[l + 1, k, r] * Wr[l + 1, k, r]
+                    xr = pr[k, r]
+                    Cr[l, k, r] = xr
+                    pr[k, r] = xr * Wr[l, k, r]
         else:
             for k in range(K):
                 for r in range(NL):
-                    xr = Cr[l + 1, k, r]
-                    xi = Ci[l + 1, k, r]
-                    wr = Wr[l + 1, k, r]
-                    wi = Wi[l + 1, k, r]
-                    Cr[l, k, r] = fma(xr, wr, -(xi * wi))
-                    Ci[l, k, r] = fma(xr, wi, xi * wr)
+                    xr = pr[k, r]
+                    xi = pi[k, r]
+                    Cr[l, k, r] = xr
+                    Ci[l, k, r] = xi
+                    wr = Wr[l, k, r]
+                    wi = Wi[l, k, r]
+                    pr[k, r] = fma(xr, wr, -(xi * wi))
+                    pi[k, r] = fma(xr, wi, xi * wr)
+    for k in range(K):
+        for r in range(NL):
+            Cr[0, k, r] = pr[k, r]
+    for k in range(Ki):
+        for r in range(NL):
+            Ci[0, k, r] = pi[k, r]
+    # prefix products prod_{j < l} W_j, running in p
+    for k in range(K):
+        for r in range(NL):
+            pr[k, r] = 1.0
+    for k in range(Ki):
+        for r in range(NL):
+            pi[k, r] = 0.0
     for l in range(L):
         for r in range(NL):
             a[l, r] = 0.0
@@ -210,8 +264,8 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     pr[k, r] *= w
                     w2 = w * w
                     uu = uk * uk
-                    a[l, r] = w2 if w2 > a[l, r] else a[l, r]
-                    um[l, r] = uu if uu > um[l, r] else um[l, r]
+                    a[l, r] = fmax(a[l, r], w2)
+                    um[l, r] = fmax(um[l, r], uu)
                     u2[r] = fma(pw[k, r], uu, u2[r])
         else:
             for k in range(K):
@@ -234,8 +288,8 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     pi[k, r] = fma(p_r, wi, p_i * wr)
                     w2 = fma(wr, wr, wi * wi)
                     uu = fma(ur, ur, ui * ui)
-                    a[l, r] = w2 if w2 > a[l, r] else a[l, r]
-                    um[l, r] = uu if uu > um[l, r] else um[l, r]
+                    a[l, r] = fmax(a[l, r], w2)
+                    um[l, r] = fmax(um[l, r], uu)
                     u2[r] = fma(pw[k, r], uu, u2[r])
         for r in range(NL):
             a[l, r] = np.sqrt(a[l, r])
@@ -247,7 +301,7 @@ def lanes_smoothness(tag, a, X2, Xh, S, Gm, w):
     """``_gd.smoothness`` per lane (``X2, Xh`` (NL,)) from the magnitudes ``a`` (L, NL): with
     ``P = prod_j a_j`` and ``T = sum_j 1 / a_j``, ``q_l = P / a_l`` and
     ``sum_{k != l} prod_{j != l, k} a_j = q_l (T - 1 / a_l)``; by plain products when
-    some magnitude is zero. ``w`` (5, NL) is work."""
+    some magnitude is zero. ``w`` (5 + L, NL) is work."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L = a.shape[0]
     positive = True
@@ -259,19 +313,23 @@ def lanes_smoothness(tag, a, X2, Xh, S, Gm, w):
         w[0, r] = 0.0  # sum_l q_l^2
         w[1, r] = 0.0  # max_l sum_{k != l} prod_{j != l, k} a_j
     if positive:
+        # with one division per layer (rows 5.. of w hold 1 / a_l)
         for r in range(NL):
             w[2, r] = 1.0
             w[3, r] = 0.0
         for j in range(L):
             for r in range(NL):
+                w[5 + j, r] = 1.0 / a[j, r]
+        for j in range(L):
+            for r in range(NL):
                 w[2, r] *= a[j, r]
-                w[3, r] += 1.0 / a[j, r]
+                w[3, r] += w[5 + j, r]
         for l in range(L):
             for r in range(NL):
-                q = w[2, r] / a[l, r]
-                hs = q * (w[3, r] - 1.0 / a[l, r])
+                q = w[2, r] * w[5 + l, r]
+                hs = q * (w[3, r] - w[5 + l, r])
                 w[0, r] += q * q
-                w[1, r] = hs if hs > w[1, r] else w[1, r]
+                w[1, r] = fmax(w[1, r], hs)
     else:
         for l in range(L):
             for r in range(NL):
@@ -294,7 +352,7 @@ def lanes_smoothness(tag, a, X2, Xh, S, Gm, w):
                     w[3, r] += w[4, r]
             for r in range(NL):
                 w[0, r] += w[2, r] * w[2, r]
-                w[1, r] = w[3, r] if w[3, r] > w[1, r] else w[1, r]
+                w[1, r] = fmax(w[1, r], w[3, r])
     for r in range(NL):
         S[r] = X2[r] * w[0, r] + Xh[r] * w[1, r]
         Gm[r] = np.sqrt(X2[r] * w[0, r])
@@ -333,7 +391,7 @@ def _lanes_matvec(tag, ZT, b, m):
 
 @ieee_inline_kernel
 def _lanes_rmatvec(tag, Z, e, G):
-    """``G[k, r] = sum_n e[n, r] Z[n, k(, r)]``, four samples per sweep over the bins."""
+    """``G[k, r] = sum_n e[n NL + r] Z[n, k(, r)]``, four samples per sweep over the bins."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     N, K = Z.shape[0], Z.shape[1]
     for k in range(K):
@@ -343,18 +401,20 @@ def _lanes_rmatvec(tag, Z, e, G):
     for n in range(0, N4, 4):
         for k in range(K):
             for r in range(NL):
-                G[k, r] = fma(e[n + 3, r], _zat(Z, n + 3, k, r), fma(e[n + 2, r], _zat(Z, n + 2, k, r),
-                              fma(e[n + 1, r], _zat(Z, n + 1, k, r), fma(e[n, r], _zat(Z, n, k, r), G[k, r]))))
+                g = fma(e[U64(n * NL + r)], _zat(Z, n, k, r), G[k, r])
+                g = fma(e[U64((n + 1) * NL + r)], _zat(Z, n + 1, k, r), g)
+                g = fma(e[U64((n + 2) * NL + r)], _zat(Z, n + 2, k, r), g)
+                G[k, r] = fma(e[U64((n + 3) * NL + r)], _zat(Z, n + 3, k, r), g)
     for n in range(N4, N):
         for k in range(K):
             for r in range(NL):
-                G[k, r] = fma(e[n, r], _zat(Z, n, k, r), G[k, r])
+                G[k, r] = fma(e[U64(n * NL + r)], _zat(Z, n, k, r), G[k, r])
 
 
 @noalias_kernel
 def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     """One pass over the data for every lane: margins ``m[n, r] = <Z_n, b_r>``, the
-    softmax weights ``e[n, r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
+    softmax weights ``e[n NL + r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
     ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
     lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
     maximum is known before any exponential: no rescaling), shared by all lanes or
@@ -374,27 +434,31 @@ def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
         for n in range(N):
             for r in range(NL):
                 x = m[n, r]
-                out[3, r] = x if x < out[3, r] else out[3, r]
-                e[n, r] = -x
-                out[1, r] = -x if -x > out[1, r] else out[1, r]
+                out[3, r] = fmin(out[3, r], x)
+                e[U64(n * NL + r)] = -x
+                out[1, r] = fmax(out[1, r], -x)
     else:
         for n in range(N):
             for r in range(NL):
                 x = m[n, r]
                 out[3, r] = x if x < out[3, r] else out[3, r]
                 av = -_softplus(x)
-                e[n, r] = av
+                e[U64(n * NL + r)] = av
                 out[1, r] = av if av > out[1, r] else out[1, r]
                 la = _log_softplus(-x)
                 out[4, r] = la if la > out[4, r] else out[4, r]
-    # e = exp(a - Ma): the vectorizable exp of _gd.exp_block, elementwise
+    # e = exp(a - Ma): the vectorizable exp of _gd.exp_block, elementwise, in one
+    # flat loop (the loop vectorizer; eight unrolled copies would stay scalar)
+    for n in range(N):
+        for r in range(NL):
+            e[U64(n * NL + r)] = e[U64(n * NL + r)] - out[1, r]
+    for i in range(N * NL):
+        e[U64(i)] = exp_nonpos(e[U64(i)])
     for r in range(NL):
         out[2, r] = 0.0
     for n in range(N):
         for r in range(NL):
-            v = exp_nonpos(e[n, r] - out[1, r])
-            e[n, r] = v
-            out[2, r] += v
+            out[2, r] += e[U64(n * NL + r)]
     _lanes_rmatvec(tag, ZR, e, GR)
     _lanes_rmatvec(tag, ZI, e, GI)
     if loss == EXP_LOSS:
@@ -513,9 +577,9 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
     GnR = np.zeros((K, NL))
     GnI = np.zeros((Ki, NL))
     m = np.empty((N, NL))
-    e = np.empty((N, NL))
+    e = np.empty(N * NL)
     out = np.empty((6, NL))
-    sw = np.empty((5, NL))
+    sw = np.empty((5 + L, NL))
     a = np.zeros((L, NL))
     um = np.zeros((L, NL))
     ab = np.empty((L, NL))
