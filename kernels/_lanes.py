@@ -264,8 +264,10 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     pr[k, r] *= w
                     w2 = w * w
                     uu = uk * uk
-                    a[l, r] = fmax(a[l, r], w2)
-                    um[l, r] = fmax(um[l, r], uu)
+                    # maxima that LLVM keeps in registers: a select is one vmaxpd
+                    # (maxnum needs a NaN fix-up); a NaN w2 or uu is skipped either way
+                    a[l, r] = select(w2 > a[l, r], w2, a[l, r])
+                    um[l, r] = select(uu > um[l, r], uu, um[l, r])
                     u2[r] = fma(pw[k, r], uu, u2[r])
         else:
             for k in range(K):
@@ -288,8 +290,8 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     pi[k, r] = fma(p_r, wi, p_i * wr)
                     w2 = fma(wr, wr, wi * wi)
                     uu = fma(ur, ur, ui * ui)
-                    a[l, r] = fmax(a[l, r], w2)
-                    um[l, r] = fmax(um[l, r], uu)
+                    a[l, r] = select(w2 > a[l, r], w2, a[l, r])
+                    um[l, r] = select(uu > um[l, r], uu, um[l, r])
                     u2[r] = fma(pw[k, r], uu, u2[r])
         for r in range(NL):
             a[l, r] = np.sqrt(a[l, r])
