@@ -12,7 +12,7 @@ exponential loss), memory of long runs, and cold start.
   ``track_us_per_iteration`` reports the µs per iteration directly (minimum of 3
   timed samples of ``STEPS[arch, case]`` iterations). A single run is one thread
   by design (``fit`` has no thread option): the threads are ``FitMany``'s.
-* ``FitMany``: 64 seeds sharing one dataset (8 lockstep groups of ``engine.GROUP``
+* ``FitMany``: 64 seeds sharing one dataset (4 lockstep groups of ``engine.WIDE_GROUP``
   runs on a pool of ``threads`` workers), every arch and case of ``Fit`` (but fc at
   (256,1024,3): 64 runs of 2.1M weights, 1 GB), ``threads`` 1 and 2,
   ``record="last"``: ``time_fit_many`` is ``fit_many(steps=BATCH_STEPS[arch, case])``;

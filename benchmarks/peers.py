@@ -54,8 +54,8 @@ machine absolute times drift: the ratios (peer / fastbias), measured in one
 process, are what carries over.
 
 Also: 10^6 fastbias iterations at (16, 32, 4) wall time, and ``fit_many`` with 64
-seeds sharing one dataset at threads=1 and threads=2 (8 lockstep groups of
-``engine.GROUP`` = 8 runs on a thread pool of that many workers; microseconds per
+seeds sharing one dataset at threads=1 and threads=2 (4 lockstep groups of
+``engine.WIDE_GROUP`` = 16 runs on a thread pool of that many workers; microseconds per
 run-iteration, (T(steps=n) - T(steps=0)) / (64 n), ``record="last"``).
 """
 
@@ -78,7 +78,7 @@ import numpy as np  # noqa: E402
 
 import fastbias  # noqa: E402
 from fastbias.data import gaussian_dataset  # noqa: E402
-from fastbias.engine import GROUP, Problem  # noqa: E402
+from fastbias.engine import WIDE_GROUP, Problem  # noqa: E402
 from fastbias.kernels import _gd  # noqa: E402
 
 CONV_CASES = ((16, 32, 2), (16, 32, 4), (128, 128, 3), (256, 1024, 3))
@@ -749,7 +749,7 @@ def main(argv=None):
       f"({len(r_long.history)} history rows, log L = {r_long.log_loss:.4g}).")
     p("")
     p(f"Batched: `fit_many` with {BATCH_SEEDS} seeds sharing one dataset (conv, `record=\"last\"`), "
-      f"{BATCH_SEEDS // GROUP} lockstep groups of {GROUP} runs on a pool of `threads` workers, "
+      f"{BATCH_SEEDS // WIDE_GROUP} lockstep groups of {WIDE_GROUP} runs on a pool of `threads` workers, "
       "µs per run-iteration ((T(steps=n) - T(steps=0)) / (64 n)):")
     p("")
     p("| (N,D,L) | threads=1 | threads=2 | 2-thread speedup | setup ms | results equal across threads |")

@@ -141,8 +141,10 @@ def test_fit_many_equals_one_by_one_and_thread_count(arch, depth):
 def test_fit_many_bits_do_not_depend_on_the_batch(arch, depth):
     """A run's bits do not depend on which runs share its SIMD group, on its lane,
     on the group's lane count (groups of fewer than engine.LANES_MIN runs go one run
-    per one-lane loop) or on the thread count: 19 seeds (groups 8 + 8 + 3) against
-    each seed's run in other batches (alone; in reversed order: 3 + 8 + 8)."""
+    per one-lane loop; at least engine.WIDE_GROUP runs per thread go in sixteen-lane
+    groups) or on the thread count: 19 seeds on two threads (groups 8 + 8 + 3)
+    against each seed's run in other batches (alone; in reversed order on one
+    thread: 16 + 3)."""
     X, y = gaussian_dataset(12, 10, seed=5)
     seeds = list(range(19))
     kw = dict(arch=arch, depth=depth, steps=700)
