@@ -201,12 +201,8 @@ def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
 def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
     """Ascent directions ``U_l = (G / pw) conj(prod_{j != l} W_j)`` per lane, the layer
     magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|`` and ``u2 = ||U||^2``
-    (time domain, Parseval weights ``pw``). ``Cr, Ci`` (L, K, NL) and ``pr, pi``
-    (K, NL) are work arrays.
-
-    The lane axis may also hold bins of one run (``_single``: ``W[l, b, j]`` is bin
-    ``8 b + j``): the arithmetic is elementwise, with ``pw, ipw`` (K, NL) per
-    element; ``a, um, u2`` are then per-slot partial maxima and sums."""
+    (time domain, Parseval weights ``pw``, inverses ``ipw``, both (K, NL)). ``Cr, Ci``
+    (L, K, NL) and ``pr, pi`` (K, NL) are work arrays."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
