@@ -413,7 +413,7 @@ def _lanes_rmatvec(tag, Z, e, G):
 def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     """One pass over the data for every lane: margins ``m[n, r] = <Z_n, b_r>``, the
     softmax weights ``e[n NL + r] = exp(a_n - Ma_r)`` (``a_n = -m_n``, or
-    ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n, r] Z_n``, and per
+    ``log sigmoid(-m_n)`` for the logistic loss), ``G_r = sum_n e[n NL + r] Z_n``, and per
     lane ``out[:, r] = (log L, Ma, sum_n e, min margin)``. Two passes over ``Z`` (the
     maximum is known before any exponential: no rescaling), shared by all lanes or
     (3-D data) each lane's own."""
