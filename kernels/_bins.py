@@ -127,7 +127,7 @@ def _layers(tag, L):
 
 @ieee_inline_kernel
 def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci, Qr, Qi, Pr,
-                   Pi, Gr, Gi, aw, au, as_, a2, um2):
+                   Pi, aw, au, as_, a2, um2):
     """Ascent direction ``U_l = (G / pw) conj(prod_{j != l} W_j)`` and the squared
     layer magnitudes ``a2_l = max |W_l|^2``, ``um2_l = max |U_l|^2``; returns
     ``||U||^2`` (time domain, Parseval weights), for run ``r`` (its ``W, U`` from
@@ -136,12 +136,14 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
     ``GR, GI`` (S per run) are the real and imaginary slots of the pass's ``G``; ``pwr,
     pwi`` (S) the Parseval weights, ``ipr, ipi`` their inverses and ``msk`` a 0/1
     mask, zero at a packed slot 0 (redone by scalar code at the end as the two real
-    bins it holds) and at padding. ``Cr, Ci`` (L S), ``Qr, Qi, Pr, Pi, Gr, Gi`` (S),
+    bins it holds) and at padding. ``Cr, Ci`` (L S), ``Qr, Qi, Pr, Pi`` (S),
     ``aw, au, as_`` (8) are work arrays.
 
-    No loop reads one part of an array and writes another part of the same array
-    (LLVM could not tell them apart and would not vectorize): the suffix products
-    run in ``Q`` and are stored into ``C``."""
+    ``G / pw`` starts the suffix chain, ``C_l = (G / pw) conj(prod_{j > l} W_j)``, so
+    that ``U_l = C_l conj(prod_{j < l} W_j)`` is one complex product per layer and
+    slot. No loop reads one part of an array and writes another part of the same
+    array (LLVM could not tell them apart and would not vectorize): the suffix chain
+    runs in ``Q`` and is stored into ``C``."""
     L = _layers(tag, L)
     S = _slots(tag, pwr)
     nb = S // LANE
@@ -152,9 +154,8 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
         as_[t] = 0.0
     if not cplx:
         for s in range(S):
-            Qr[U64(s)] = 1.0
+            Qr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
             Pr[U64(s)] = 1.0
-            Gr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
         for l in range(L - 1, 0, -1):
             o = l * S
             for s in range(S):
@@ -172,7 +173,7 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
                 for t in range(LANE):
                     s = j * LANE + t
                     w = Wr[U64(oW + o + s)]
-                    u = Gr[U64(s)] * (Cr[U64(o + s)] * Pr[U64(s)])
+                    u = Cr[U64(o + s)] * Pr[U64(s)]
                     Ur[U64(oW + o + s)] = u
                     Pr[U64(s)] = Pr[U64(s)] * w
                     uu = u * u
@@ -184,12 +185,10 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
             um2[oL + l] = _lane_max(au)
         return _lane_sum(as_)
     for s in range(S):
-        Qr[U64(s)] = 1.0
-        Qi[U64(s)] = 0.0
+        Qr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
+        Qi[U64(s)] = GI[U64(oS + s)] * ipi[U64(s)]
         Pr[U64(s)] = 1.0
         Pi[U64(s)] = 0.0
-        Gr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
-        Gi[U64(s)] = GI[U64(oS + s)] * ipi[U64(s)]
     for l in range(L - 1, 0, -1):
         o = l * S
         for s in range(S):
@@ -199,8 +198,8 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
             Ci[U64(o + s)] = qi
             wr = Wr[U64(oW + o + s)]
             wi = Wi[U64(oW + o + s)]
-            Qr[U64(s)] = fma(qr, wr, -(qi * wi))
-            Qi[U64(s)] = fma(qr, wi, qi * wr)
+            Qr[U64(s)] = fma(qr, wr, qi * wi)
+            Qi[U64(s)] = fma(qi, wr, -(qr * wi))
     for s in range(S):
         Cr[U64(s)] = Qr[U64(s)]
         Ci[U64(s)] = Qi[U64(s)]
@@ -213,16 +212,12 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
             for t in range(LANE):
                 s = j * LANE + t
                 i = o + s
-                gr = Gr[U64(s)]
-                gi = Gi[U64(s)]
                 p_r = Pr[U64(s)]
                 p_i = Pi[U64(s)]
-                sr = Cr[U64(i)]
-                si = Ci[U64(i)]
-                cr = fma(sr, p_r, -(si * p_i))
-                cc = fma(sr, p_i, si * p_r)
-                ur = fma(gr, cr, gi * cc)
-                ui = fma(gi, cr, -(gr * cc))
+                xr = Cr[U64(i)]
+                xi = Ci[U64(i)]
+                ur = fma(xr, p_r, xi * p_i)
+                ui = fma(xi, p_r, -(xr * p_i))
                 Ur[U64(oW + i)] = ur
                 Ui[U64(oW + i)] = ui
                 wr = Wr[U64(oW + i)]
@@ -240,10 +235,8 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
     if packed:
         # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins;
         # suffix products in C's slot 0 (done with), prefix products running
-        gr = Gr[0]
-        gi = Gi[0]
-        qr = 1.0
-        qi = 1.0
+        qr = GR[U64(oS)] * ipr[0]
+        qi = GI[U64(oS)] * ipi[0]
         for l in range(L - 1, -1, -1):
             Cr[U64(l * S)] = qr
             Ci[U64(l * S)] = qi
@@ -252,8 +245,8 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
         p_r = 1.0
         p_i = 1.0
         for l in range(L):
-            ur = gr * (Cr[U64(l * S)] * p_r)
-            ui = gi * (Ci[U64(l * S)] * p_i)
+            ur = Cr[U64(l * S)] * p_r
+            ui = Ci[U64(l * S)] * p_i
             Ur[U64(oW + l * S)] = ur
             Ui[U64(oW + l * S)] = ui
             wr = Wr[U64(oW + l * S)]
@@ -552,7 +545,7 @@ def _certified(mult, lr, Sb, Gb, su):
 
 
 @noalias_kernel
-def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps):
@@ -587,7 +580,7 @@ def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, G
             if done[r] >= 0:
                 if need[r]:
                     u2 = bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui,
-                                        Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, aw, au, as_, a2, um2)
+                                        Cr, Ci, Qr, Qi, Pr, Pi, aw, au, as_, a2, um2)
                     for l in range(L):
                         a[oL + l] = np.sqrt(a2[oL + l])
                         um[oL + l] = np.sqrt(um2[oL + l])
@@ -672,7 +665,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     Ur[:] = 0.0
     Ui[:] = 0.0
     Wi[:] = 0.0
-    Qr, Qi, Pr, Pi, Gr, Gi = _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S), _empty64(S)
+    Qr, Qi, Pr, Pi = _empty64(S), _empty64(S), _empty64(S), _empty64(S)
     bR, bI = _empty64(S), _empty64(S)
     GR, GI, GnR, GnI = _empty64(R * S), _empty64(R * S), _empty64(R * S), _empty64(R * S)
     aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(LANE),
@@ -690,7 +683,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
-    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, Gr, Gi, bR, bI, GR, GI,
+    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps)

@@ -106,6 +106,25 @@ def select(typingctx, c, a, b):
     return sig, codegen
 
 
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """Ask for the cache line holding ``arr.flat[i]`` (LLVM ``llvm.prefetch``, a read,
+    into every level): no effect on any value, and harmless past the end of
+    ``arr`` (a prefetch does not fault)."""
+    sig = types.void(arr, i)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @ieee_inline_kernel
 def exp_nonpos(d):
     """``exp(d)`` for ``d <= 0``, and 0 for ``d <= LOG_TINY``: the reduction and
@@ -208,14 +227,15 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
     Ki = Wi.shape[1]
     for r in range(NL):
         u2[r] = 0.0
-    # suffix products C_l = prod_{j > l} W_j, run in p (no loop reads one layer of C
-    # and writes another: LLVM could not tell them apart and would not vectorize)
+    # suffix chain C_l = (G / pw) conj(prod_{j > l} W_j), run in p (no loop reads one
+    # layer of C and writes another: LLVM could not tell them apart and would not
+    # vectorize); then U_l = C_l conj(prod_{j < l} W_j), the prefix running in p
     for k in range(K):
         for r in range(NL):
-            pr[k, r] = 1.0
+            pr[k, r] = GR[k, r] * ipw[k, r]
     for k in range(Ki):
         for r in range(NL):
-            pi[k, r] = 0.0
+            pi[k, r] = GI[k, r] * ipw[k, r]
     for l in range(L - 1, 0, -1):
         if Ki == 0:
             for k in range(K):
@@ -232,15 +252,14 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     Ci[l, k, r] = xi
                     wr = Wr[l, k, r]
                     wi = Wi[l, k, r]
-                    pr[k, r] = fma(xr, wr, -(xi * wi))
-                    pi[k, r] = fma(xr, wi, xi * wr)
+                    pr[k, r] = fma(xr, wr, xi * wi)
+                    pi[k, r] = fma(xi, wr, -(xr * wi))
     for k in range(K):
         for r in range(NL):
             Cr[0, k, r] = pr[k, r]
     for k in range(Ki):
         for r in range(NL):
             Ci[0, k, r] = pi[k, r]
-    # prefix products prod_{j < l} W_j, running in p
     for k in range(K):
         for r in range(NL):
             pr[k, r] = 1.0
@@ -254,7 +273,7 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
         if Ki == 0:
             for k in range(K):
                 for r in range(NL):
-                    uk = GR[k, r] * ipw[k, r] * Cr[l, k, r] * pr[k, r]
+                    uk = Cr[l, k, r] * pr[k, r]
                     Ur[l, k, r] = uk
                     w = Wr[l, k, r]
                     pr[k, r] *= w
@@ -272,12 +291,8 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
                     p_i = pi[k, r]
                     xr = Cr[l, k, r]
                     xi = Ci[l, k, r]
-                    cr = fma(xr, p_r, -(xi * p_i))
-                    cc = fma(xr, p_i, xi * p_r)
-                    gr = GR[k, r] * ipw[k, r]
-                    gi = GI[k, r] * ipw[k, r]
-                    ur = fma(gr, cr, gi * cc)
-                    ui = fma(gi, cr, -(gr * cc))
+                    ur = fma(xr, p_r, xi * p_i)
+                    ui = fma(xi, p_r, -(xr * p_i))
                     Ur[l, k, r] = ur
                     Ui[l, k, r] = ui
                     wr = Wr[l, k, r]
