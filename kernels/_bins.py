@@ -126,24 +126,20 @@ def _layers(tag, L):
 
 
 @ieee_inline_kernel
-def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Cr, Ci, Qr, Qi, Pr,
-                   Pi, aw, au, as_, a2, um2):
+def bins_direction(tag, L, cplx, packed, r, Wr, Wi, Cr, Ci, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui, Qr, Qi, aw,
+                   au, as_, a2, um2):
     """Ascent direction ``U_l = (G / pw) conj(prod_{j != l} W_j)`` and the squared
     layer magnitudes ``a2_l = max |W_l|^2``, ``um2_l = max |U_l|^2``; returns
-    ``||U||^2`` (time domain, Parseval weights), for run ``r`` (its ``W, U`` from
+    ``||U||^2`` (time domain, Parseval weights), for run ``r`` (its ``W, C, U`` from
     ``r L S``, ``GR, GI`` from ``r S``, ``a2, um2`` from ``r L``).
 
-    ``GR, GI`` (S per run) are the real and imaginary slots of the pass's ``G``; ``pwr,
-    pwi`` (S) the Parseval weights, ``ipr, ipi`` their inverses and ``msk`` a 0/1
-    mask, zero at a packed slot 0 (redone by scalar code at the end as the two real
-    bins it holds) and at padding. ``Cr, Ci`` (L S), ``Qr, Qi, Pr, Pi`` (S),
-    ``aw, au, as_`` (8) are work arrays.
-
-    ``G / pw`` starts the suffix chain, ``C_l = (G / pw) conj(prod_{j > l} W_j)``, so
-    that ``U_l = C_l conj(prod_{j < l} W_j)`` is one complex product per layer and
-    slot. No loop reads one part of an array and writes another part of the same
-    array (LLVM could not tell them apart and would not vectorize): the suffix chain
-    runs in ``Q`` and is stored into ``C``."""
+    ``C_l = prod_{j < l} W_j`` are the prefix products that the trial which made
+    ``W`` left (``C_0 = 1``). One sweep down the layers: ``U_l = Q_l conj(C_l)``,
+    with the suffix chain ``Q_l = (G / pw) conj(prod_{j > l} W_j)`` running in ``Qr,
+    Qi`` (S). ``GR, GI`` (S per run) are the real and imaginary slots of the pass's
+    ``G``; ``pwr, pwi`` (S) the Parseval weights, ``ipr, ipi`` their inverses and
+    ``msk`` a 0/1 mask, zero at a packed slot 0 (redone by scalar code at the end as
+    the two real bins it holds) and at padding. ``aw, au, as_`` (8) are work arrays."""
     L = _layers(tag, L)
     S = _slots(tag, pwr)
     nb = S // LANE
@@ -155,27 +151,19 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
     if not cplx:
         for s in range(S):
             Qr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
-            Pr[U64(s)] = 1.0
-        for l in range(L - 1, 0, -1):
-            o = l * S
-            for s in range(S):
-                q = Qr[U64(s)]
-                Cr[U64(o + s)] = q
-                Qr[U64(s)] = q * Wr[U64(oW + o + s)]
-        for s in range(S):
-            Cr[U64(s)] = Qr[U64(s)]
-        for l in range(L):
-            o = l * S
+        for l in range(L - 1, -1, -1):
+            o = oW + l * S
             for t in range(LANE):
                 aw[t] = 0.0
                 au[t] = 0.0
             for j in range(nb):
                 for t in range(LANE):
                     s = j * LANE + t
-                    w = Wr[U64(oW + o + s)]
-                    u = Cr[U64(o + s)] * Pr[U64(s)]
-                    Ur[U64(oW + o + s)] = u
-                    Pr[U64(s)] = Pr[U64(s)] * w
+                    q = Qr[U64(s)]
+                    w = Wr[U64(o + s)]
+                    u = q * Cr[U64(o + s)]
+                    Ur[U64(o + s)] = u
+                    Qr[U64(s)] = q * w
                     uu = u * u
                     ww = w * w
                     aw[t] = fmax(aw[t], ww)
@@ -187,24 +175,8 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
     for s in range(S):
         Qr[U64(s)] = GR[U64(oS + s)] * ipr[U64(s)]
         Qi[U64(s)] = GI[U64(oS + s)] * ipi[U64(s)]
-        Pr[U64(s)] = 1.0
-        Pi[U64(s)] = 0.0
-    for l in range(L - 1, 0, -1):
-        o = l * S
-        for s in range(S):
-            qr = Qr[U64(s)]
-            qi = Qi[U64(s)]
-            Cr[U64(o + s)] = qr
-            Ci[U64(o + s)] = qi
-            wr = Wr[U64(oW + o + s)]
-            wi = Wi[U64(oW + o + s)]
-            Qr[U64(s)] = fma(qr, wr, qi * wi)
-            Qi[U64(s)] = fma(qi, wr, -(qr * wi))
-    for s in range(S):
-        Cr[U64(s)] = Qr[U64(s)]
-        Ci[U64(s)] = Qi[U64(s)]
-    for l in range(L):
-        o = l * S
+    for l in range(L - 1, -1, -1):
+        o = oW + l * S
         for t in range(LANE):
             aw[t] = 0.0
             au[t] = 0.0
@@ -212,18 +184,18 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
             for t in range(LANE):
                 s = j * LANE + t
                 i = o + s
-                p_r = Pr[U64(s)]
-                p_i = Pi[U64(s)]
-                xr = Cr[U64(i)]
-                xi = Ci[U64(i)]
+                xr = Qr[U64(s)]
+                xi = Qi[U64(s)]
+                p_r = Cr[U64(i)]
+                p_i = Ci[U64(i)]
                 ur = fma(xr, p_r, xi * p_i)
                 ui = fma(xi, p_r, -(xr * p_i))
-                Ur[U64(oW + i)] = ur
-                Ui[U64(oW + i)] = ui
-                wr = Wr[U64(oW + i)]
-                wi = Wi[U64(oW + i)]
-                Pr[U64(s)] = fma(p_r, wr, -(p_i * wi))
-                Pi[U64(s)] = fma(p_r, wi, p_i * wr)
+                Ur[U64(i)] = ur
+                Ui[U64(i)] = ui
+                wr = Wr[U64(i)]
+                wi = Wi[U64(i)]
+                Qr[U64(s)] = fma(xr, wr, xi * wi)
+                Qi[U64(s)] = fma(xi, wr, -(xr * wi))
                 ww = fma(wr, wr, wi * wi) * msk[U64(s)]
                 um = fma(ur, ur, ui * ui) * msk[U64(s)]
                 aw[t] = fmax(aw[t], ww)
@@ -233,26 +205,20 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
         um2[oL + l] = _lane_max(au)
     u2 = _lane_sum(as_)
     if packed:
-        # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins;
-        # suffix products in C's slot 0 (done with), prefix products running
+        # slot 0: DC (real parts) and Nyquist (imaginary parts), two real bins, with
+        # their own prefix products in C's slot 0 (C_0 = 1 + 1i there)
         qr = GR[U64(oS)] * ipr[0]
         qi = GI[U64(oS)] * ipi[0]
         for l in range(L - 1, -1, -1):
-            Cr[U64(l * S)] = qr
-            Ci[U64(l * S)] = qi
-            qr *= Wr[U64(oW + l * S)]
-            qi *= Wi[U64(oW + l * S)]
-        p_r = 1.0
-        p_i = 1.0
-        for l in range(L):
-            ur = Cr[U64(l * S)] * p_r
-            ui = Ci[U64(l * S)] * p_i
-            Ur[U64(oW + l * S)] = ur
-            Ui[U64(oW + l * S)] = ui
-            wr = Wr[U64(oW + l * S)]
-            wi = Wi[U64(oW + l * S)]
-            p_r *= wr
-            p_i *= wi
+            i = oW + l * S
+            ur = qr * Cr[U64(i)]
+            ui = qi * Ci[U64(i)]
+            Ur[U64(i)] = ur
+            Ui[U64(i)] = ui
+            wr = Wr[U64(i)]
+            wi = Wi[U64(i)]
+            qr *= wr
+            qi *= wi
             a2[oL + l] = max(a2[oL + l], wr * wr, wi * wi)
             um2[oL + l] = max(um2[oL + l], ur * ur, ui * ui)
             u2 += pwr[0] * (ur * ur) + pwi[0] * (ui * ui)
@@ -260,9 +226,11 @@ def bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, 
 
 
 @ieee_inline_kernel
-def bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mu, tWr, tWi, bR, bI, pwr):
-    """The trial point ``W + mu U`` (into ``tW``) and its ``b = prod_l W_l`` (real
-    slots ``bR``, imaginary slots ``bI``), in one sweep, for the run at ``oW``."""
+def bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mu, tWr, tWi, Cr, Ci, bR, bI, pwr):
+    """The trial point ``tW = W + mu U``, its prefix products ``C_l = prod_{j < l}
+    tW_j`` for ``l >= 1`` (the direction at an accepted point reuses them; ``C_0 = 1``
+    is never written) and its ``b = prod_l tW_l`` (real slots ``bR``, imaginary
+    slots ``bI``), in one sweep, for the run at ``oW``."""
     L = _layers(tag, L)
     S = _slots(tag, pwr)
     for s in range(S):
@@ -271,31 +239,37 @@ def bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mu, tWr, tWi, bR, bI, p
         bR[U64(s)] = x
     if not cplx:
         for l in range(1, L):
-            o = l * S
+            o = oW + l * S
             for s in range(S):
-                x = fma(mu, Ur[U64(oW + o + s)], Wr[U64(oW + o + s)])
-                tWr[U64(oW + o + s)] = x
-                bR[U64(s)] = bR[U64(s)] * x
+                x = fma(mu, Ur[U64(o + s)], Wr[U64(o + s)])
+                tWr[U64(o + s)] = x
+                br = bR[U64(s)]
+                Cr[U64(o + s)] = br
+                bR[U64(s)] = br * x
         return
     for s in range(S):
         x = fma(mu, Ui[U64(oW + s)], Wi[U64(oW + s)])
         tWi[U64(oW + s)] = x
         bI[U64(s)] = x
     for l in range(1, L):
-        o = l * S
+        o = oW + l * S
         for s in range(S):
-            wr = fma(mu, Ur[U64(oW + o + s)], Wr[U64(oW + o + s)])
-            wi = fma(mu, Ui[U64(oW + o + s)], Wi[U64(oW + o + s)])
-            tWr[U64(oW + o + s)] = wr
-            tWi[U64(oW + o + s)] = wi
+            wr = fma(mu, Ur[U64(o + s)], Wr[U64(o + s)])
+            wi = fma(mu, Ui[U64(o + s)], Wi[U64(o + s)])
+            tWr[U64(o + s)] = wr
+            tWi[U64(o + s)] = wi
             br = bR[U64(s)]
             bi = bI[U64(s)]
+            Cr[U64(o + s)] = br
+            Ci[U64(o + s)] = bi
             bR[U64(s)] = fma(br, wr, -(bi * wi))
             bI[U64(s)] = fma(br, wi, bi * wr)
     if packed:
         br = tWr[U64(oW)]
         bi = tWi[U64(oW)]
         for l in range(1, L):
+            Cr[U64(oW + l * S)] = br
+            Ci[U64(oW + l * S)] = bi
             br *= tWr[U64(oW + l * S)]
             bi *= tWi[U64(oW + l * S)]
         bR[0] = br
@@ -545,13 +519,13 @@ def _certified(mult, lr, Sb, Gb, su):
 
 
 @noalias_kernel
-def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
+def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps):
     """The GD loop of ``gd_bins`` for ``R`` runs on one dataset: every array a
     distinct argument (``noalias``), the phases inlined. Per run: the state
-    ``W, tW, U`` (L S each), ``G, Gn`` (S), ``a2, um2, a, um, ab`` (L), ``ps`` (N_PS)
+    ``W, tW, U, C`` (L S each), ``G, Gn`` (S), ``a2, um2, a, um, ab`` (L), ``ps`` (N_PS)
     and the scalars ``logL, mult, ..., log_eta``; the rest is work space that one
     run's phase uses at a time. Each sweep gives every unfinished run one attempt
     (a step, or a refused trial): the runs are independent, so the processor
@@ -579,8 +553,8 @@ def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, b
             oP = r * N_PS
             if done[r] >= 0:
                 if need[r]:
-                    u2 = bins_direction(tag, L, cplx, packed, r, Wr, Wi, GR, GI, ipr, ipi, pwr, pwi, msk, Ur, Ui,
-                                        Cr, Ci, Qr, Qi, Pr, Pi, aw, au, as_, a2, um2)
+                    u2 = bins_direction(tag, L, cplx, packed, r, Wr, Wi, Cr, Ci, GR, GI, ipr, ipi, pwr, pwi, msk,
+                                        Ur, Ui, Qr, Qi, aw, au, as_, a2, um2)
                     for l in range(L):
                         a[oL + l] = np.sqrt(a2[oL + l])
                         um[oL + l] = np.sqrt(um2[oL + l])
@@ -607,7 +581,7 @@ def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, b
                             break
                         mult[r] *= 0.5
                         halv[r] += 1
-            bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mult[r], tWr, tWi, bR, bI, pwr)
+            bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mult[r], tWr, tWi, Cr, Ci, bR, bI, pwr)
             logLn = bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GnR, GnI, pwr, ps, m, av, e,
                               mA, mB, v0, v1, v2, v3)
             if done[r] >= 0:
@@ -661,11 +635,17 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     LS = L * S
     Wr, Wi, tWr, tWi = _empty64(R * LS), _empty64(R * LS), _empty64(R * LS), _empty64(R * LS)
     Ur, Ui = _empty64(R * LS), _empty64(R * LS)
-    Cr, Ci = _empty64(LS), _empty64(LS)
+    Cr, Ci = _empty64(R * LS), _empty64(R * LS)  # each run's prefix products, left by its trials
     Ur[:] = 0.0
     Ui[:] = 0.0
     Wi[:] = 0.0
-    Qr, Qi, Pr, Pi = _empty64(S), _empty64(S), _empty64(S), _empty64(S)
+    Cr[:] = 0.0
+    Ci[:] = 0.0
+    for r in range(R):
+        Cr[r * LS:r * LS + S] = 1.0  # C_0 = 1 (slot 0 packed: 1 + 1i, two real bins)
+        if packed:
+            Ci[r * LS] = 1.0
+    Qr, Qi = _empty64(S), _empty64(S)
     bR, bI = _empty64(S), _empty64(S)
     GR, GI, GnR, GnI = _empty64(R * S), _empty64(R * S), _empty64(R * S), _empty64(R * S)
     aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(LANE),
@@ -683,7 +663,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
-    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, Pr, Pi, bR, bI, GR, GI,
+    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
                log_eta, X2, Xh, loss, adaptive, step, steps)

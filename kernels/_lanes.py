@@ -153,36 +153,10 @@ def exp_nonpos(d):
 
 
 @noalias_kernel
-def lanes_beta(tag, Wr, Wi, bR, bI):
-    """``b = prod_l W_l`` per lane: ``bR`` (K, NL) and, for complex spectra, ``bI``."""
-    NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
-    L, K = Wr.shape[0], Wr.shape[1]
-    Ki = Wi.shape[1]
-    for k in range(K):
-        for r in range(NL):
-            bR[k, r] = Wr[0, k, r]
-    for k in range(Ki):
-        for r in range(NL):
-            bI[k, r] = Wi[0, k, r]
-    for l in range(1, L):
-        if Ki == 0:
-            for k in range(K):
-                for r in range(NL):
-                    bR[k, r] *= Wr[l, k, r]
-        else:
-            for k in range(K):
-                for r in range(NL):
-                    br = bR[k, r]
-                    bi = bI[k, r]
-                    wr = Wr[l, k, r]
-                    wi = Wi[l, k, r]
-                    bR[k, r] = fma(br, wr, -(bi * wi))
-                    bI[k, r] = fma(br, wi, bi * wr)
-
-
-@noalias_kernel
-def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
-    """The trial points ``W + mult_r U`` and their ``b = prod_l W_l``, in one sweep."""
+def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, tCr, tCi, bR, bI):
+    """The trial points ``tW = W + mult_r U``, their prefix products ``tC_l = prod_{j < l}
+    tW_j`` for ``l >= 1`` (the direction at an accepted point reuses them; ``tC_0 = 1``
+    is never written) and ``b = prod_l tW_l``, in one sweep."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
@@ -202,7 +176,9 @@ def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
                 for r in range(NL):
                     x = fma(mult[r], Ur[l, k, r], Wr[l, k, r])
                     tWr[l, k, r] = x
-                    bR[k, r] *= x
+                    br = bR[k, r]
+                    tCr[l, k, r] = br
+                    bR[k, r] = br * x
         else:
             for k in range(K):
                 for r in range(NL):
@@ -212,71 +188,43 @@ def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI):
                     tWi[l, k, r] = wi
                     br = bR[k, r]
                     bi = bI[k, r]
+                    tCr[l, k, r] = br
+                    tCi[l, k, r] = bi
                     bR[k, r] = fma(br, wr, -(bi * wi))
                     bI[k, r] = fma(br, wi, bi * wr)
 
 
 @noalias_kernel
-def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr, pi):
+def lanes_direction(tag, Wr, Wi, Cr, Ci, GR, GI, ipw, pw, Ur, Ui, a, um, u2, sr, si):
     """Ascent directions ``U_l = (G / pw) conj(prod_{j != l} W_j)`` per lane, the layer
     magnitudes ``a_l = max_k |W_l[k]|``, ``um_l = max_k |U_l[k]|`` and ``u2 = ||U||^2``
-    (time domain, Parseval weights ``pw``, inverses ``ipw``, both (K, NL)). ``Cr, Ci``
-    (L, K, NL) and ``pr, pi`` (K, NL) are work arrays."""
+    (time domain, Parseval weights ``pw``, inverses ``ipw``, both (K, NL)), from the
+    prefix products ``C_l = prod_{j < l} W_j`` that the trial which made ``W`` left
+    (``C_0 = 1``): one sweep down the layers, ``U_l = s_l conj(C_l)`` with the suffix
+    chain ``s_l = (G / pw) conj(prod_{j > l} W_j)`` running in ``sr, si`` (K, NL)."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for r in range(NL):
         u2[r] = 0.0
-    # suffix chain C_l = (G / pw) conj(prod_{j > l} W_j), run in p (no loop reads one
-    # layer of C and writes another: LLVM could not tell them apart and would not
-    # vectorize); then U_l = C_l conj(prod_{j < l} W_j), the prefix running in p
     for k in range(K):
         for r in range(NL):
-            pr[k, r] = GR[k, r] * ipw[k, r]
+            sr[k, r] = GR[k, r] * ipw[k, r]
     for k in range(Ki):
         for r in range(NL):
-            pi[k, r] = GI[k, r] * ipw[k, r]
-    for l in range(L - 1, 0, -1):
-        if Ki == 0:
-            for k in range(K):
-                for r in range(NL):
-                    xr = pr[k, r]
-                    Cr[l, k, r] = xr
-                    pr[k, r] = xr * Wr[l, k, r]
-        else:
-            for k in range(K):
-                for r in range(NL):
-                    xr = pr[k, r]
-                    xi = pi[k, r]
-                    Cr[l, k, r] = xr
-                    Ci[l, k, r] = xi
-                    wr = Wr[l, k, r]
-                    wi = Wi[l, k, r]
-                    pr[k, r] = fma(xr, wr, xi * wi)
-                    pi[k, r] = fma(xi, wr, -(xr * wi))
-    for k in range(K):
-        for r in range(NL):
-            Cr[0, k, r] = pr[k, r]
-    for k in range(Ki):
-        for r in range(NL):
-            Ci[0, k, r] = pi[k, r]
-    for k in range(K):
-        for r in range(NL):
-            pr[k, r] = 1.0
-    for k in range(Ki):
-        for r in range(NL):
-            pi[k, r] = 0.0
-    for l in range(L):
+            si[k, r] = GI[k, r] * ipw[k, r]
+    for l in range(L - 1, -1, -1):
         for r in range(NL):
             a[l, r] = 0.0
             um[l, r] = 0.0
         if Ki == 0:
             for k in range(K):
                 for r in range(NL):
-                    uk = Cr[l, k, r] * pr[k, r]
+                    x = sr[k, r]
+                    uk = x * Cr[l, k, r]
                     Ur[l, k, r] = uk
                     w = Wr[l, k, r]
-                    pr[k, r] *= w
+                    sr[k, r] = x * w
                     w2 = w * w
                     uu = uk * uk
                     # maxima that LLVM keeps in registers: a select is one vmaxpd
@@ -287,18 +235,18 @@ def lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw, Ur, Ui, a, um, u2, Cr, Ci, pr,
         else:
             for k in range(K):
                 for r in range(NL):
-                    p_r = pr[k, r]
-                    p_i = pi[k, r]
-                    xr = Cr[l, k, r]
-                    xi = Ci[l, k, r]
+                    xr = sr[k, r]
+                    xi = si[k, r]
+                    p_r = Cr[l, k, r]
+                    p_i = Ci[l, k, r]
                     ur = fma(xr, p_r, xi * p_i)
                     ui = fma(xi, p_r, -(xr * p_i))
                     Ur[l, k, r] = ur
                     Ui[l, k, r] = ui
                     wr = Wr[l, k, r]
                     wi = Wi[l, k, r]
-                    pr[k, r] = fma(p_r, wr, -(p_i * wi))
-                    pi[k, r] = fma(p_r, wi, p_i * wr)
+                    sr[k, r] = fma(xr, wr, xi * wi)
+                    si[k, r] = fma(xi, wr, -(xr * wi))
                     w2 = fma(wr, wr, wi * wi)
                     uu = fma(ur, ur, ui * ui)
                     a[l, r] = select(w2 > a[l, r], w2, a[l, r])
@@ -490,8 +438,9 @@ def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
 
 
 @noalias_kernel
-def lanes_accept(tag, acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
-    """Lanes with ``acc[r]`` take their trial point and its gradient sum."""
+def lanes_accept(tag, acc, tWr, tWi, tCr, tCi, Wr, Wi, Cr, Ci, GnR, GnI, GR, GI):
+    """Lanes with ``acc[r]`` take their trial point, its prefix products and its
+    gradient sum."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
@@ -499,9 +448,11 @@ def lanes_accept(tag, acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI):
         for k in range(K):
             for r in range(NL):
                 Wr[l, k, r] = tWr[l, k, r] if acc[r] else Wr[l, k, r]
+                Cr[l, k, r] = tCr[l, k, r] if acc[r] else Cr[l, k, r]
         for k in range(Ki):
             for r in range(NL):
                 Wi[l, k, r] = tWi[l, k, r] if acc[r] else Wi[l, k, r]
+                Ci[l, k, r] = tCi[l, k, r] if acc[r] else Ci[l, k, r]
     for k in range(K):
         for r in range(NL):
             GR[k, r] = GnR[k, r] if acc[r] else GR[k, r]
@@ -579,10 +530,14 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
     tWi = np.zeros((L, Ki, NL))
     Ur = np.zeros((L, K, NL))
     Ui = np.zeros((L, Ki, NL))
-    Cr = np.empty((L, K, NL))
-    Ci = np.empty((L, Ki, NL))
-    pr = np.empty((K, NL))
-    pi = np.empty((Ki, NL))
+    Cr = np.zeros((L, K, NL))  # prefix products; layer 0 is 1 (never written)
+    Ci = np.zeros((L, Ki, NL))
+    tCr = np.zeros((L, K, NL))
+    tCi = np.zeros((L, Ki, NL))
+    Cr[0] = 1.0
+    tCr[0] = 1.0
+    sr = np.empty((K, NL))
+    si = np.empty((Ki, NL))
     bR = np.empty((K, NL))
     bI = np.empty((Ki, NL))
     GR = np.zeros((K, NL))
@@ -628,7 +583,8 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
             for k in range(Ki):
                 Wi[l, k, r] = thetas[src, nk + l * K + k]
 
-    lanes_beta(tag, Wr, Wi, bR, bI)
+    # the starting point's b and prefix products: a trial at mult = 0 (W + 0 U = W)
+    lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, Cr, Ci, bR, bI)
     lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out)
     for r in range(NL):
         logL[r] = out[0, r]
@@ -647,7 +603,7 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
             break
         # 1. directions (recomputed for every lane: a lane that was refused has the
         # same W and G as before, so it gets the same bits back)
-        lanes_direction(tag, Wr, Wi, GR, GI, ipw, pw2, Ur, Ui, a, um, u2, Cr, Ci, pr, pi)
+        lanes_direction(tag, Wr, Wi, Cr, Ci, GR, GI, ipw, pw2, Ur, Ui, a, um, u2, sr, si)
         if adaptive:
             lanes_smoothness(tag, a, X2, Xh, S, Gm, sw)
         for r in range(NL):
@@ -677,7 +633,7 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
                 if all_ok:
                     break
         # 3. trial points and one pass over the data for all lanes
-        lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, bR, bI)
+        lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, tCr, tCi, bR, bI)
         lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GnR, GnI, out)
         # 4. accept, or halve (the guard: the loss never increases)
         for r in range(NL):
@@ -707,10 +663,12 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
         if swap:
             Wr, tWr = tWr, Wr
             Wi, tWi = tWi, Wi
+            Cr, tCr = tCr, Cr
+            Ci, tCi = tCi, Ci
             GR, GnR = GnR, GR
             GI, GnI = GnI, GI
         else:
-            lanes_accept(tag, acc, tWr, tWi, Wr, Wi, GnR, GnI, GR, GI)
+            lanes_accept(tag, acc, tWr, tWi, tCr, tCi, Wr, Wi, Cr, Ci, GnR, GnI, GR, GI)
 
     for r in range(R):
         if stats[r, ST_STATUS] != RUNNING:
