@@ -25,6 +25,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
 from ._config import ieee_inline_kernel, ieee_kernel, noalias_kernel
 from ._gd import (
@@ -123,6 +124,35 @@ def prefetch(typingctx, arr, i):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def borrowed(typingctx, arr):
+    """A view of ``arr`` that owns nothing (a null meminfo). Numba counts references
+    to an owned array with atomic increments and decrements, each a full memory
+    barrier, wherever it passes one to a function or an inlined helper (dozens per
+    round of a loop like ``_lanes_rounds``); for a view that owns nothing these are
+    a test of a null pointer. The caller keeps ``arr`` alive while the view is in
+    use (``keep_alive``)."""
+    if not isinstance(arr, types.Array):
+        return None
+    sig = arr(arr)
+
+    def codegen(context, builder, signature, args):
+        src = context.make_array(signature.args[0])(context, builder, args[0])
+        dst = context.make_array(signature.return_type)(context, builder)
+        populate_array(dst, data=src.data, shape=src.shape, strides=src.strides, itemsize=src.itemsize,
+                       meminfo=None)
+        return dst._getvalue()
+
+    return sig, codegen
+
+
+@ieee_kernel
+def keep_alive(owners):
+    """Nothing; a call at the end of a function keeps ``owners`` (a tuple of the
+    arrays whose ``borrowed`` views it used) alive until then."""
+    return None
 
 
 @ieee_inline_kernel
@@ -569,6 +599,24 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
     need = np.ones(NL, np.bool_)
     acc = np.zeros(NL, np.bool_)
     idle = np.ones(NL, np.bool_)  # lanes whose state is never written back
+    # from here on every array is a view that owns nothing (``borrowed``: no atomic
+    # reference counting when the rounds pass them to the phases and helpers);
+    # ``owners`` keeps the arrays alive until the end
+    owners = (X2, Xh, pw2, ipw, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, tCr, tCi, sr, si, bR, bI, GR, GI, GnR, GnI, m,
+              e, out, sw, a, um, ab, u2, S, Gm, mult, ratio, logL, Ma, sa, mmin, log_eta, stp, done, tries, halv,
+              status, need, acc, idle)
+    ZR, ZI, ZRT, ZIT = borrowed(ZR), borrowed(ZI), borrowed(ZRT), borrowed(ZIT)
+    X2, Xh, pw2, ipw = borrowed(X2), borrowed(Xh), borrowed(pw2), borrowed(ipw)
+    Wr, Wi, tWr, tWi = borrowed(Wr), borrowed(Wi), borrowed(tWr), borrowed(tWi)
+    Ur, Ui, Cr, Ci, tCr, tCi = borrowed(Ur), borrowed(Ui), borrowed(Cr), borrowed(Ci), borrowed(tCr), borrowed(tCi)
+    sr, si, bR, bI = borrowed(sr), borrowed(si), borrowed(bR), borrowed(bI)
+    GR, GI, GnR, GnI = borrowed(GR), borrowed(GI), borrowed(GnR), borrowed(GnI)
+    m, e, out, sw = borrowed(m), borrowed(e), borrowed(out), borrowed(sw)
+    a, um, ab, u2, S, Gm = borrowed(a), borrowed(um), borrowed(ab), borrowed(u2), borrowed(S), borrowed(Gm)
+    mult, ratio, logL, Ma, sa = borrowed(mult), borrowed(ratio), borrowed(logL), borrowed(Ma), borrowed(sa)
+    mmin, log_eta, stp = borrowed(mmin), borrowed(log_eta), borrowed(stp)
+    done, tries, halv, status = borrowed(done), borrowed(tries), borrowed(halv), borrowed(status)
+    need, acc, idle = borrowed(need), borrowed(acc), borrowed(idle)
     for r in range(R):
         idle[r] = stats[r, ST_STATUS] != RUNNING
         status[r] = np.int64(stats[r, ST_STATUS])
@@ -684,3 +732,4 @@ def _lanes_rounds(tag, thetas, L, K, Ki, ZR, ZI, ZRT, ZIT, pw, X2r, Xhr, loss, a
         stats[r, ST_HALVINGS] += halv[r]
         stats[r, ST_STEPS] = done[r]
         stats[r, ST_STATUS] = status[r]
+    keep_alive(owners)
