@@ -148,6 +148,35 @@ def borrowed(typingctx, arr):
     return sig, codegen
 
 
+@intrinsic
+def lanes_fixed(typingctx, arr, tag):
+    """``arr`` (C-contiguous, last axis the ``len(tag)`` lanes) with that extent a
+    compile-time constant in its shape and strides, so that LLVM knows every
+    lane-innermost index step (no strides loaded and kept in registers). Owns
+    nothing (see ``borrowed``)."""
+    if not isinstance(arr, types.Array) or arr.layout != "C":
+        return None
+    NL = len(tag)
+    sig = arr(arr, tag)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        src = context.make_array(aryty)(context, builder, args[0])
+        dst = context.make_array(aryty)(context, builder)
+        shapes = cgutils.unpack_tuple(builder, src.shape, aryty.ndim)
+        intp = shapes[0].type
+        shapes[-1] = ir.Constant(intp, NL)
+        strides = [None] * aryty.ndim
+        st = ir.Constant(intp, aryty.dtype.bitwidth // 8)
+        for i in range(aryty.ndim - 1, -1, -1):
+            strides[i] = st
+            st = builder.mul(st, shapes[i])
+        populate_array(dst, data=src.data, shape=shapes, strides=strides, itemsize=src.itemsize, meminfo=None)
+        return dst._getvalue()
+
+    return sig, codegen
+
+
 @ieee_kernel
 def keep_alive(owners):
     """Nothing; a call at the end of a function keeps ``owners`` (a tuple of the
@@ -188,6 +217,9 @@ def lanes_trial(tag, Wr, Wi, Ur, Ui, mult, tWr, tWi, tCr, tCi, bR, bI):
     tW_j`` for ``l >= 1`` (the direction at an accepted point reuses them; ``tC_0 = 1``
     is never written) and ``b = prod_l tW_l``, in one sweep."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
+    Wr, Wi, Ur, Ui, tWr, tWi = (lanes_fixed(Wr, tag), lanes_fixed(Wi, tag), lanes_fixed(Ur, tag),
+                                lanes_fixed(Ui, tag), lanes_fixed(tWr, tag), lanes_fixed(tWi, tag))
+    tCr, tCi, bR, bI = lanes_fixed(tCr, tag), lanes_fixed(tCi, tag), lanes_fixed(bR, tag), lanes_fixed(bI, tag)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for k in range(K):
@@ -233,6 +265,10 @@ def lanes_direction(tag, Wr, Wi, Cr, Ci, GR, GI, ipw, pw, Ur, Ui, a, um, u2, sr,
     (``C_0 = 1``): one sweep down the layers, ``U_l = s_l conj(C_l)`` with the suffix
     chain ``s_l = (G / pw) conj(prod_{j > l} W_j)`` running in ``sr, si`` (K, NL)."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
+    Wr, Wi, Cr, Ci, Ur, Ui = (lanes_fixed(Wr, tag), lanes_fixed(Wi, tag), lanes_fixed(Cr, tag),
+                              lanes_fixed(Ci, tag), lanes_fixed(Ur, tag), lanes_fixed(Ui, tag))
+    GR, GI, ipw, pw = lanes_fixed(GR, tag), lanes_fixed(GI, tag), lanes_fixed(ipw, tag), lanes_fixed(pw, tag)
+    a, um, sr, si = lanes_fixed(a, tag), lanes_fixed(um, tag), lanes_fixed(sr, tag), lanes_fixed(si, tag)
     L, K = Wr.shape[0], Wr.shape[1]
     Ki = Wi.shape[1]
     for r in range(NL):
@@ -294,6 +330,8 @@ def lanes_smoothness(tag, a, X2, Xh, S, Gm, w):
     ``sum_{k != l} prod_{j != l, k} a_j = q_l (T - 1 / a_l)``; by plain products when
     some magnitude is zero. ``w`` (5 + L, NL) is work."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
+    a, X2, Xh, S, Gm, w = (lanes_fixed(a, tag), lanes_fixed(X2, tag), lanes_fixed(Xh, tag), lanes_fixed(S, tag),
+                           lanes_fixed(Gm, tag), lanes_fixed(w, tag))
     L = a.shape[0]
     positive = True
     for j in range(L):
@@ -411,6 +449,8 @@ def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     maximum is known before any exponential: no rescaling), shared by all lanes or
     (3-D data) each lane's own."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
+    bR, bI, m, GR, GI, out = (lanes_fixed(bR, tag), lanes_fixed(bI, tag), lanes_fixed(m, tag),
+                              lanes_fixed(GR, tag), lanes_fixed(GI, tag), lanes_fixed(out, tag))
     N = ZR.shape[0]
     for n in range(N):
         for r in range(NL):
