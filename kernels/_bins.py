@@ -110,6 +110,19 @@ def _sum16(v):
 
 
 @ieee_inline_kernel
+def _rows8(Z, r, S, s, e0, e1, e2, e3, e4, e5, e6, e7):
+    """``sum_{i < 8} e_i Z[r + i S + s]``, a chain of multiply-adds in a register."""
+    x = e0 * Z[U64(r + s)]
+    x = fma(e1, Z[U64(r + S + s)], x)
+    x = fma(e2, Z[U64(r + 2 * S + s)], x)
+    x = fma(e3, Z[U64(r + 3 * S + s)], x)
+    x = fma(e4, Z[U64(r + 4 * S + s)], x)
+    x = fma(e5, Z[U64(r + 5 * S + s)], x)
+    x = fma(e6, Z[U64(r + 6 * S + s)], x)
+    return fma(e7, Z[U64(r + 7 * S + s)], x)
+
+
+@ieee_inline_kernel
 def _slots(tag, pwr):
     """The number of slots: ``8 len(tag[0])``, a compile-time constant, or (``tag[0] =
     ()``) the length of the slot arrays."""
@@ -449,6 +462,23 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
             exp_block(m, e, nk)
             for i in range(nk):
                 sa += e[i]
+        if nk == BLOCK and ZTR.shape[0] == 0:
+            # long rows: G += sum_i e_i Z_i over the block's sixteen rows, each slot's
+            # sum in a register (two chains of eight), G loaded and stored once per
+            # block; a block of zero weights is skipped
+            if _max16(e) > 0.0:
+                r0 = n0 * S
+                r8 = r0 + 8 * S
+                e0, e1, e2, e3, e4, e5, e6, e7 = e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]
+                e8, e9, e10, e11, e12, e13, e14, e15 = e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]
+                for s in range(S):
+                    GR[U64(oS + s)] += (_rows8(ZR, r0, S, s, e0, e1, e2, e3, e4, e5, e6, e7)
+                                        + _rows8(ZR, r8, S, s, e8, e9, e10, e11, e12, e13, e14, e15))
+                if cplx:
+                    for s in range(S):
+                        GI[U64(oS + s)] += (_rows8(ZI, r0, S, s, e0, e1, e2, e3, e4, e5, e6, e7)
+                                            + _rows8(ZI, r8, S, s, e8, e9, e10, e11, e12, e13, e14, e15))
+            continue
         # G += sum_i e_i Z_i, four rows at a time; rows of zero weight are skipped
         for i in range(0, nk4, 4):
             r0 = (n0 + i) * S
