@@ -449,8 +449,6 @@ def lanes_pass(tag, ZR, ZI, ZRT, ZIT, bR, bI, loss, m, e, GR, GI, out):
     maximum is known before any exponential: no rescaling), shared by all lanes or
     (3-D data) each lane's own."""
     NL = len(tag)  # lanes: a compile-time constant (the tuple's length)
-    bR, bI, m, GR, GI, out = (lanes_fixed(bR, tag), lanes_fixed(bI, tag), lanes_fixed(m, tag),
-                              lanes_fixed(GR, tag), lanes_fixed(GI, tag), lanes_fixed(out, tag))
     N = ZR.shape[0]
     for n in range(N):
         for r in range(NL):
