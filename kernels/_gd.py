@@ -525,6 +525,27 @@ def prod_sqnorm(v, L, K, Ki, pw):
     return s
 
 
+@kernel
+def prod_row_measures(theta, L, K, Ki, pw, pweights, refs, out):
+    """What a history row of a diag/conv run needs from ``theta``, in one call:
+    ``out[0] = ||beta||^2`` (from its spectrum ``b = prod_l W_l``, Parseval weights
+    ``pweights`` (K + Ki)), ``out[1]`` the squared norm of the time-domain weights
+    (``prod_sqnorm``) and ``out[2 + j] = <beta, ref_j>`` for the references given as
+    spectra ``refs`` (n, K + Ki)."""
+    b = np.empty((1, K + Ki))
+    prod_beta(theta[:L * K].reshape(1, L, K), theta[L * K:].reshape(1, L, Ki), 0, b)
+    s = 0.0
+    for j in range(K + Ki):
+        s += pweights[j] * b[0, j] * b[0, j]
+    out[0] = s
+    out[1] = prod_sqnorm(theta, L, K, Ki, pw)
+    for i in range(refs.shape[0]):
+        d = 0.0
+        for j in range(K + Ki):
+            d += refs[i, j] * (pweights[j] * b[0, j])
+        out[2 + i] = d
+
+
 # ------------------------------------------------------------------ FULL family
 
 
