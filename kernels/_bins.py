@@ -729,7 +729,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         stats[r, ST_STATUS] = status[r]
 
 
-def _aligned(a):
+def aligned(a):
     """A flat copy of ``a`` whose data start on a 64-byte boundary."""
     a = np.ascontiguousarray(a, dtype=np.float64).ravel()
     buf = np.empty(a.size + LANE)
@@ -784,4 +784,4 @@ def bins_data(Z, pw, K, Ki, packed, L):
     ZT = Zp.reshape(nq, BLOCK, 2, S).transpose(0, 2, 3, 1)  # (block, part, slot, sample)
     ZTR = ZT[:, 0]
     ZTI = ZT[:, 1] if cplx else np.zeros((0, S, BLOCK))
-    return (tag,) + tuple(_aligned(x) for x in (ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk))
+    return (tag,) + tuple(aligned(x) for x in (ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk))
