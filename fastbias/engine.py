@@ -374,6 +374,16 @@ def _executor(workers):
 def _advance(runs, n, threads):
     p = runs[0]._problem
     R = len(runs)
+    if R == 1 and not runs[0]._lanes and p.family == _gd.PROD:
+        # one diag/conv run of fit (a call per history row): straight to its loop
+        r = runs[0]
+        theta = r._theta.copy()
+        stats = r._stats.copy()
+        stats[_gd.ST_HALVINGS] = 0.0
+        stats[_gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
+        p.gd_bins(theta, LOSSES[r._loss], r._step == "adaptive", r._step_size, n, stats)
+        _absorb(runs, theta[None], stats[None])
+        return
     thetas = np.empty((R, runs[0]._theta.shape[0]))
     stats = np.empty((R, _gd.N_STATS))
     for i, r in enumerate(runs):
@@ -465,6 +475,11 @@ def _advance(runs, n, threads):
         # the compiled loop releases the GIL; every group runs the same machine code
         # whichever thread takes it, so the bits do not depend on the thread count
         list(_executor(workers).map(run_group, range(ngroups)))
+    _absorb(runs, thetas, stats)
+
+
+def _absorb(runs, thetas, stats):
+    """The runs take their new state from the loop's ``thetas`` and ``stats``."""
     for i, r in enumerate(runs):
         if r.status != "running":
             continue
@@ -479,7 +494,7 @@ def _advance(runs, n, threads):
         r.status = st
         if st == "nonfinite":
             warnings.warn(f"run (seed {r.seed}) diverged: the loss became non-finite after "
-                          f"{r.steps_done} steps (step size too large?)", RuntimeWarning, stacklevel=4)
+                          f"{r.steps_done} steps (step size too large?)", RuntimeWarning, stacklevel=5)
 
 
 def _prepare(X, y, *, arch, depth, widths, loss, steps, step, step_size, init_scale, allow_nonseparable, record):
