@@ -126,6 +126,26 @@ def _rows16(Z, r, S, s, ev):
 
 
 @ieee_inline_kernel
+def _block_gradient(tag, Z, G, oS, r0, rn, S, ev):
+    """``G[oS + s] += sum_{i < 16} ev[i] Z[r0 + i S + s]`` for every slot ``s`` (one
+    part of long rows, real or imaginary). Up to 64 slots (a static block count) a
+    block of rows (16 KiB) fits in L1 with the next: the next block's rows (from
+    ``rn``; the margins read them next, from L2 otherwise) are asked for while this
+    one's are summed (about 5 % at conv (128,128,3)); a larger block would evict this
+    one."""
+    if len(tag[0]) > 0:
+        for j in range(S // LANE):
+            for q in range(BLOCK):
+                prefetch(Z, U64(rn + q * S + j * LANE))
+            for t in range(LANE):
+                s = j * LANE + t
+                G[U64(oS + s)] += _rows16(Z, r0, S, s, ev)
+    else:
+        for s in range(S):
+            G[U64(oS + s)] += _rows16(Z, r0, S, s, ev)
+
+
+@ieee_inline_kernel
 def _slots(tag, pwr):
     """The number of slots: ``8 len(tag[0])``, a compile-time constant, or (``tag[0] =
     ()``) the length of the slot arrays."""
@@ -473,31 +493,10 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
                 r0 = n0 * S
                 ev = (e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7],
                       e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15])
-                if len(tag[0]) > 0:
-                    # a block of at most 64 slots (16 KiB) fits in L1 with the next:
-                    # ask for the next block's rows (margins read them next, from
-                    # L2 otherwise) while this one's are summed (about 5 % at conv
-                    # (128,128,3); a larger block would evict this one)
-                    rn = (n0 + BLOCK if n0 + BLOCK < N else 0) * S
-                    for j in range(nb):
-                        for q in range(BLOCK):
-                            prefetch(ZR, U64(rn + q * S + j * LANE))
-                        for t in range(LANE):
-                            s = j * LANE + t
-                            GR[U64(oS + s)] += _rows16(ZR, r0, S, s, ev)
-                    if cplx:
-                        for j in range(nb):
-                            for q in range(BLOCK):
-                                prefetch(ZI, U64(rn + q * S + j * LANE))
-                            for t in range(LANE):
-                                s = j * LANE + t
-                                GI[U64(oS + s)] += _rows16(ZI, r0, S, s, ev)
-                else:
-                    for s in range(S):
-                        GR[U64(oS + s)] += _rows16(ZR, r0, S, s, ev)
-                    if cplx:
-                        for s in range(S):
-                            GI[U64(oS + s)] += _rows16(ZI, r0, S, s, ev)
+                rn = (n0 + BLOCK if n0 + BLOCK < N else 0) * S  # the next block's rows
+                _block_gradient(tag, ZR, GR, oS, r0, rn, S, ev)
+                if cplx:
+                    _block_gradient(tag, ZI, GI, oS, r0, rn, S, ev)
             continue
         # G += sum_i e_i Z_i, four rows at a time; rows of zero weight are skipped
         for i in range(0, nk4, 4):
