@@ -144,9 +144,9 @@ class Problem:
         return b
 
     def __setstate__(self, state):
-        # a copied or unpickled Problem (copy.deepcopy, a checkpoint) gets new arrays
-        # with NumPy's alignment; the slot loop wants its data on 64-byte boundaries
-        # (a 512-bit load straddling two cache lines made conv (128,128,3) 38 % slower)
+        # a copied or unpickled Problem (copy.deepcopy, pickle) gets new arrays with
+        # NumPy's alignment; the slot loop wants its data on 64-byte boundaries (a
+        # 512-bit load straddling two cache lines made conv (128,128,3) 38 % slower)
         self.__dict__.update(state)
         if self._bins is not None:
             tag, packed, *data = self._bins

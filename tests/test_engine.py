@@ -111,7 +111,7 @@ def test_resume_is_bitwise_uninterrupted(arch, depth, step, step_size):
 
 @pytest.mark.parametrize("copy_run", [copy.deepcopy, lambda r: pickle.loads(pickle.dumps(r))])
 def test_copied_run_keeps_aligned_slot_data_and_bits(copy_run):
-    """A deep-copied or unpickled run (a checkpoint) continues bit for bit, with its
+    """A deep-copied or unpickled run continues bit for bit, with its
     slot-layout data back on 64-byte boundaries (NumPy's copies are not: the loop
     then ran 38 % slower at conv (128,128,3))."""
     X, y = gaussian_dataset(12, 40, seed=3)
