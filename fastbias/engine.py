@@ -293,38 +293,47 @@ class Run:
 
     def _record_row_values(self):
         p = self._problem
-        if self._ref_norms is None:
-            refs = list(self._references.values())
-            self._ref_norms = [float(np.linalg.norm(r)) for r in refs]
-            if p.family == _gd.PROD:
-                self._pweights = p.parseval()
-                self._ref_spectra = np.ascontiguousarray(p.spectra(refs) if refs else np.zeros((0, p.K + p.Ki)))
-                self._row_measures = np.empty(2 + len(refs))
+        self._prepare_measures()
         if p.family == _gd.PROD:
             # norms and inner products of beta from its spectrum (Parseval), no inverse
-            # FFT, in one compiled call (a row costs a few µs: ~20 rows per decade)
+            # FFT, in one compiled call
             out = self._row_measures
             _gd.prod_row_measures(self._theta, p.depth, p.K, p.Ki, p.pw, self._pweights, self._ref_spectra, out)
-            bn = math.sqrt(max(float(out[0]), 0.0))
-            wn = math.sqrt(float(out[1]))
-            dots = out[2:].tolist()
+            bn, wn, dots = math.sqrt(max(float(out[0]), 0.0)), math.sqrt(float(out[1])), out[2:].tolist()
         else:
             beta = self.beta
             bn = float(np.linalg.norm(beta))
             wn = p.weight_norm(self._theta)
             dots = [beta @ r for r in self._references.values()]
-        mmin = float(self._stats[_gd.ST_MIN_MARGIN])
-        log_eta = float(self._stats[_gd.ST_LOG_ETA])
+        st = self._stats
+        self._append_row(self.steps_done, float(st[_gd.ST_LOG_LOSS]), float(st[_gd.ST_MIN_MARGIN]),
+                         float(st[_gd.ST_LOG_ETA]), self.halvings, bn, wn, dots)
+
+    def _prepare_measures(self):
+        """The references' norms (and, diag/conv, their spectra), at the first record."""
+        if self._ref_norms is not None:
+            return
+        p = self._problem
+        refs = list(self._references.values())
+        self._ref_norms = [float(np.linalg.norm(r)) for r in refs]
+        if p.family == _gd.PROD:
+            self._pweights = p.parseval()
+            self._ref_spectra = np.ascontiguousarray(p.spectra(refs) if refs else np.zeros((0, p.K + p.Ki)))
+            self._row_measures = np.empty(2 + len(refs))
+
+    def _append_row(self, step, log_loss, mmin, log_eta, halvings, bn, wn, dots):
+        """A history row from the run's numbers at ``step`` (``bn``, ``wn``: the norms
+        of beta and of the weights; ``dots``: <beta, reference>)."""
         row = [
-            self.steps_done,
-            float(self._stats[_gd.ST_LOG_LOSS]),
+            step,
+            log_loss,
             mmin,
             mmin / bn if bn > 0 else np.nan,
             bn,
             wn,
-            math.exp(log_eta) if log_eta < 709.0 else math.inf,
+            math.inf if log_eta >= 709.0 else math.exp(log_eta),  # NaN before the first step
             log_eta,
-            self.halvings,
+            halvings,
         ]
         for d, rn in zip(dots, self._ref_norms):
             den = bn * rn
@@ -347,6 +356,10 @@ def _drive(runs, steps, threads):
     else:
         every = runs[0]._record
         points = list(range((start // every + 1) * every, stop, every)) + [stop]
+    r = runs[0]
+    if len(runs) == 1 and not r._lanes and r._problem.family == _gd.PROD and r.status == "running":
+        _drive_history(r, start, points)
+        return
     if start == 0 and not runs[0]._rows:
         _advance(runs, 0, threads)  # evaluate the initial point
         for r in runs:
@@ -358,6 +371,35 @@ def _drive(runs, steps, threads):
         for r in runs:
             if r.steps_done == pt or r.status != "running" and (not r._rows or r._rows[-1][0] != r.steps_done):
                 r._record_row()
+
+
+def _drive_history(r, start, points):
+    """One running diag/conv run of ``fit``: the loop taken to every record point
+    in one compiled call (``_bins.gd_bins_history``), which leaves each row's
+    numbers; the same bits as a call per row, without the Python, the work arrays
+    and the starting pass of each (about 10 µs a row)."""
+    p = r._problem
+    r._prepare_measures()
+    rel = ([0] if start == 0 and not r._rows else []) + [pt - start for pt in points]
+    pts = np.array(rel, dtype=np.int64)
+    rows = np.empty((len(rel), _bins.ROW_MEASURES + 2 + len(r._ref_norms)))
+    theta = r._theta.copy()
+    stats = r._stats.copy()
+    stats[_gd.ST_HALVINGS] = 0.0
+    tag, packed, *data = p.bins
+    n = _bins.gd_bins_history(tag, theta, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, LOSSES[r._loss],
+                              r._step == "adaptive", float(r._step_size), pts, stats, p.pw, r._pweights,
+                              r._ref_spectra, rows)
+    h0 = r.halvings
+    for row in rows[:n]:
+        step = start + int(row[_bins.ROW_STEPS])
+        if row[_bins.ROW_STATUS] != _gd.RUNNING and r._rows and r._rows[-1][0] == step:
+            continue  # stopped where the last row was recorded
+        m = row[_bins.ROW_MEASURES:]
+        r._append_row(step, float(row[_bins.ROW_LOG_LOSS]), float(row[_bins.ROW_MIN_MARGIN]),
+                      float(row[_bins.ROW_LOG_ETA]), h0 + int(row[_bins.ROW_HALVINGS]),
+                      math.sqrt(max(float(m[0]), 0.0)), math.sqrt(float(m[1])), m[2:].tolist())
+    _absorb([r], theta[None], stats[None])
 
 
 _EXECUTORS = {}

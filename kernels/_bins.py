@@ -50,10 +50,10 @@ from ._config import ieee_inline_kernel, kernel, noalias_kernel
 from ._gd import (
     BLOCK, EXP_LOSS, LOG_TINY, N_PS, NONFINITE, PS_MA, PS_ML, PS_MMIN, PS_SA, PS_SL, RUNNING, STATIONARY,
     ST_HALVINGS, ST_LOG_ETA, ST_LOG_LOSS, ST_MIN_MARGIN, ST_STATUS, ST_STEPS,
-    CERT, exp_block, guard_refuses, logistic_weight, smoothness, step_multiplier,
+    CERT, exp_block, guard_refuses, logistic_weight, prod_row_measures, smoothness, step_multiplier,
 )
 
-from ._lanes import U64, exp_nonpos, fma, fmax, fmin, prefetch
+from ._lanes import U64, exp_nonpos, fma, fmax, fmin, lane_sums8, prefetch
 
 LANE = 8
 assert BLOCK == 16  # the pass's sixteen-wide loops
@@ -62,7 +62,7 @@ STATIC_MAX_BLOCKS = 8  # slot blocks up to which the loop is compiled for its bl
 STATIC_LAYERS_MAX_BLOCKS = 2  # ... and up to which it is also compiled for its depth
 STATIC_MAX_LAYERS = 8
 
-__all__ = ["LANE", "bins_layout", "gd_bins"]
+__all__ = ["LANE", "bins_layout", "gd_bins", "gd_bins_history"]
 
 
 @ieee_inline_kernel
@@ -352,8 +352,8 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
 
     ``ZR, ZI`` (N S) are the data rows; ``ZTR, ZTI`` (empty, or ``ceil(N / 16)``
     blocks of (S, 16)) the same transposed, samples innermost: the margins of a
-    block are then two vectors, with no horizontal sums. ``v0..v3`` (8) are lane
-    accumulators, ``m, av, e, mA, mB`` (BLOCK) work buffers."""
+    block are then two vectors, with no horizontal sums. ``v0`` (64) and ``v1..v3``
+    (8) are lane accumulators, ``m, av, e, mA, mB`` (BLOCK) work buffers."""
     S = _slots(tag, pwr)
     nb = S // LANE
     Ma = -np.inf
@@ -391,8 +391,29 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
             for u in range(BLOCK):
                 m[u] = mA[u] + mB[u]
         else:
-            # four rows at a time, eight slots per lane, then a sum over the lanes
-            for i in range(0, nk4, 4):
+            # eight rows at a time, eight slots per lane (v0 (64): row q's lanes at
+            # 8 q), then the eight sums over the lanes at once
+            nk8 = nk - nk % 8
+            for i in range(0, nk8, 8):
+                r0 = (n0 + i) * S
+                for u in range(8 * LANE):
+                    v0[u] = 0.0
+                for j in range(nb):
+                    for t in range(LANE):
+                        s = j * LANE + t
+                        br = bR[U64(s)]
+                        for q in range(8):
+                            v0[q * LANE + t] = fma(ZR[U64(r0 + q * S + s)], br, v0[q * LANE + t])
+                if cplx:
+                    for j in range(nb):
+                        for t in range(LANE):
+                            s = j * LANE + t
+                            bi = bI[U64(s)]
+                            for q in range(8):
+                                v0[q * LANE + t] = fma(ZI[U64(r0 + q * S + s)], bi, v0[q * LANE + t])
+                lane_sums8(v0, m, i)
+            # then four rows at a time, and one
+            for i in range(nk8, nk4, 4):
                 r0 = (n0 + i) * S
                 for t in range(LANE):
                     v0[t] = 0.0
@@ -674,6 +695,42 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     (R, N_STATS) as in ``gd_group``), with the data, the weights and the tag of
     ``bins_data``. Runs not RUNNING are left alone. A run's bits do not depend on
     ``R`` nor on the other runs."""
+    points = np.empty(1, np.int64)
+    points[0] = steps
+    _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive,
+                step, points, stats, pwr, pwr, np.empty((0, 0)), np.empty((0, 0)))
+
+
+# the columns of a row of ``gd_bins_history``
+ROW_STEPS, ROW_LOG_LOSS, ROW_MIN_MARGIN, ROW_LOG_ETA, ROW_HALVINGS, ROW_STATUS, ROW_MEASURES = range(7)
+
+
+@kernel
+def gd_bins_history(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss,
+                    adaptive, step, points, stats, pw, pweights, refs, rows):
+    """One run of ``gd_bins`` (``theta`` (P,), ``stats`` (N_STATS,)) taken to each of
+    ``points`` (steps from the call's start, non-decreasing; 0 evaluates the starting
+    point) in one call, with what a history row needs at each: ``rows[k]`` holds the
+    steps done, log L, the min margin, log eta of the last step, the halvings so far
+    (this call), the status and, from ``ROW_MEASURES``, ``_gd.prod_row_measures``
+    (``pw, pweights, refs`` as there). The loop continues across the points exactly
+    as one loop (the same bits as one ``gd_bins`` call of ``points[-1]`` steps).
+    Stops at the first point at which the run is no longer RUNNING (that row
+    recorded, with the step it stopped at) and returns the number of rows."""
+    if rows.shape[0] != points.shape[0] or rows.shape[1] != ROW_MEASURES + 2 + refs.shape[0]:
+        raise ValueError("gd_bins_history takes one row per point, of the history columns and one per reference")
+    stp = np.empty(1)
+    stp[0] = step
+    return _bins_drive(tag, theta.reshape(1, theta.shape[0]), L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr,
+                       ipi, msk, X2, Xh, loss, adaptive, stp, points, stats.reshape(1, stats.shape[0]), pw,
+                       pweights, refs, rows)
+
+
+@kernel
+def _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive,
+                step, points, stats, pw, pweights, refs, rows):
+    """The body of ``gd_bins`` (``rows`` empty: to ``points[-1]`` steps) and of
+    ``gd_bins_history`` (one run, a row at each point)."""
     R = thetas.shape[0]
     if step.shape[0] != R or stats.shape[0] != R:
         raise ValueError("gd_bins takes one step size and one stats row per run")
@@ -697,7 +754,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     Qr, Qi = _empty64(S), _empty64(S)
     bR, bI = _empty64(S), _empty64(S)
     GR, GI, GnR, GnI = _empty64(R * S), _empty64(R * S), _empty64(R * S), _empty64(R * S)
-    aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(LANE),
+    aw, au, as_, v0, v1, v2, v3 = (_empty64(LANE), _empty64(LANE), _empty64(LANE), _empty64(8 * LANE),
                                    _empty64(LANE), _empty64(LANE), _empty64(LANE))
     m, av, e, mA, mB = _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK), _empty64(BLOCK)
     a2, um2, a, um, ab = np.empty(R * L), np.empty(R * L), np.empty(R * L), np.empty(R * L), np.empty(R * L)
@@ -712,10 +769,31 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
-    _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
-               GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
-               mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
-               log_eta, X2, Xh, loss, adaptive, step, steps)
+    nrows = 0
+    for k in range(points.shape[0]):
+        _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
+                   GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av,
+                   e, mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
+                   log_eta, X2, Xh, loss, adaptive, step, points[k])
+        if rows.shape[0] == 0:
+            continue
+        if stats[0, ST_STATUS] != RUNNING:
+            break  # left alone
+        row = rows[k]
+        row[ROW_STEPS] = max(done[0], 0)
+        row[ROW_LOG_LOSS] = logL[0]
+        row[ROW_MIN_MARGIN] = mmin[0]
+        row[ROW_LOG_ETA] = log_eta[0]
+        row[ROW_HALVINGS] = halv[0]
+        row[ROW_STATUS] = status[0]
+        th = np.empty(thetas.shape[1])
+        _bins_unlayout(Wr[:LS], Wi[:LS], L, K, Ki, packed, S, th)
+        out = np.empty(rows.shape[1] - ROW_MEASURES)
+        prod_row_measures(th, L, K, Ki, pw, pweights, refs, out)
+        row[ROW_MEASURES:] = out
+        nrows += 1
+        if status[0] != RUNNING:
+            break
     for r in range(R):
         if stats[r, ST_STATUS] != RUNNING:
             continue
@@ -726,6 +804,7 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
         stats[r, ST_HALVINGS] += halv[r]
         stats[r, ST_STEPS] = max(done[r], 0)
         stats[r, ST_STATUS] = status[r]
+    return nrows
 
 
 def aligned(a):

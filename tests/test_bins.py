@@ -4,6 +4,8 @@ lockstep loop ``_gd.gd_group``, over shapes that exercise its layout: one and
 several blocks of eight slots, padding, DC and Nyquist packed in one slot (even
 D) or not (odd D), sample counts that are not multiples of four or sixteen."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -148,3 +150,83 @@ def test_gd_bins_rejects_mismatched_run_arrays():
     with pytest.raises(ValueError, match="one step size and one stats row per run"):
         _bins.gd_bins(tag, thetas, 2, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, True, np.ones(3), 5,
                       np.zeros((2, _gd.N_STATS)))
+
+
+def _history_call_per_row(p, theta, points, loss, adaptive, step_size, refs):
+    """History columns at ``points`` from a ``gd_bins`` call per point, the norms and
+    cosines from the time-domain beta and weights (NumPy)."""
+    st = np.zeros(_gd.N_STATS)
+    st[_gd.ST_LOG_ETA] = np.nan
+    t = theta.copy()
+    done = halvings = 0
+    rows = []
+    for pt in points:
+        st[_gd.ST_HALVINGS] = 0.0
+        eta = st[_gd.ST_LOG_ETA]
+        p.gd_bins(t, loss, adaptive, step_size, pt - done, st)
+        if st[_gd.ST_STEPS] == 0:
+            st[_gd.ST_LOG_ETA] = eta  # no step: the last step's size stands
+        done += int(st[_gd.ST_STEPS])
+        halvings += int(st[_gd.ST_HALVINGS])
+        with np.errstate(all="ignore"):  # a diverged run's time-domain beta is NaN
+            beta = p.beta_from_theta(t)
+            bn = np.linalg.norm(beta)
+            rows.append({"step": done, "halvings": halvings, "log_loss": st[_gd.ST_LOG_LOSS],
+                         "min_margin": st[_gd.ST_MIN_MARGIN], "log_step_size": st[_gd.ST_LOG_ETA],
+                         "beta_norm": bn, "weight_norm": np.linalg.norm(p.weights_from_theta(t)),
+                         **{f"cos_{k}": beta @ r / (bn * np.linalg.norm(r)) for k, r in refs.items()}})
+        if st[_gd.ST_STATUS] != _gd.RUNNING:
+            break
+    return rows, t
+
+
+@pytest.mark.parametrize("arch,N,D,L,loss,step,step_size", [
+    ("conv", 16, 32, 3, "exp", "adaptive", 1.0), ("conv", 12, 100, 3, "logistic", "adaptive", 1.9),
+    ("diag", 11, 20, 2, "logistic", "fixed", 1e-3), ("conv", 20, 40, 4, "exp", "fixed", 0.1),
+])
+def test_history_in_one_call_equals_a_call_per_row(arch, N, D, L, loss, step, step_size):
+    """``fit`` takes a diag/conv run to all its record points in one compiled call
+    (``_bins.gd_bins_history``). Its history equals one built from a ``gd_bins`` call
+    per record point: the same steps, losses, margins, step sizes and halvings (bits),
+    norms and cosines as NumPy computes them from the time-domain beta, the same last
+    row where a run stops (the last case diverges at its second step)."""
+    X, y = gaussian_dataset(N, D, seed=8)
+    init = np.random.default_rng(2).standard_normal((L, D)) / np.sqrt(D)
+    refs = {"ones": np.ones(D), "ramp": np.arange(D, dtype=float) - 3.0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the diverging run's warning
+        run = fastbias.fit(X, y, arch=arch, depth=L, loss=loss, steps=300, step=step, step_size=step_size,
+                           init=init, references=refs, allow_nonseparable=True)
+    h = run.history
+    p = Problem(X, y, arch, L)
+    code = _gd.EXP_LOSS if loss == "exp" else _gd.LOGISTIC_LOSS
+    want, theta = _history_call_per_row(p, p.theta_from_weights(init), h["step"], code, step == "adaptive",
+                                        step_size, refs)
+    assert len(want) == len(h)
+    for got, w in zip(h, want):
+        for col in ("step", "halvings", "log_loss", "min_margin", "log_step_size"):
+            assert np.array_equal(got[col], w[col], equal_nan=True), col
+        for col in ["beta_norm", "weight_norm"] + [f"cos_{k}" for k in refs]:
+            if np.isfinite(w[col]):
+                assert got[col] == pytest.approx(w[col], rel=1e-10, abs=1e-13), col
+            else:  # diverged: inf or NaN, as the spectral or the time-domain sums give it
+                assert not np.isfinite(got[col]), col
+    assert np.isnan(h["step_size"][0])  # no step taken yet
+    assert np.array_equal(run.beta, p.beta_from_theta(theta), equal_nan=True)
+    assert run.status == ("nonfinite" if D == 40 else "running")
+    assert len(h) == (3 if D == 40 else len(set(h["step"])))
+
+
+def test_gd_bins_history_rejects_mismatched_rows():
+    from fastbias.kernels import _bins
+
+    X, y = gaussian_dataset(6, 8, seed=0)
+    p = Problem(X, y, "conv", 2)
+    tag, packed, *data = p.bins
+    theta = p.theta_from_weights(p.init_weights(1.0, 0))
+    args = (tag, theta, 2, p.K, p.Ki, packed, *data, p.X2, p.Xh, _gd.EXP_LOSS, True, 1.0,
+            np.array([0, 5], dtype=np.int64), np.zeros(_gd.N_STATS), p.pw, p.parseval(), np.zeros((1, p.K + p.Ki)))
+    with pytest.raises(ValueError, match="one row per point"):
+        _bins.gd_bins_history(*args, np.zeros((2, _bins.ROW_MEASURES + 2)))
+    rows = np.zeros((2, _bins.ROW_MEASURES + 3))
+    assert _bins.gd_bins_history(*args, rows) == 2 and rows[1, _bins.ROW_STEPS] == 5
