@@ -386,6 +386,7 @@ def _drive_history(r, start, points):
     theta = r._theta.copy()
     stats = r._stats.copy()
     stats[_gd.ST_HALVINGS] = 0.0
+    stats[_gd.ST_STEPS] = r.steps_done  # (the direction of the loop's passes)
     tag, packed, *data = p.bins
     n = _bins.gd_bins_history(tag, theta, p.depth, p.K, p.Ki, packed, *data, p.X2, p.Xh, LOSSES[r._loss],
                               r._step == "adaptive", float(r._step_size), pts, stats, p.pw, r._pweights,
@@ -422,6 +423,7 @@ def _advance(runs, n, threads):
         theta = r._theta.copy()
         stats = r._stats.copy()
         stats[_gd.ST_HALVINGS] = 0.0
+        stats[_gd.ST_STEPS] = r.steps_done  # (the direction of the loop's passes)
         stats[_gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
         p.gd_bins(theta, LOSSES[r._loss], r._step == "adaptive", r._step_size, n, stats)
         _absorb(runs, theta[None], stats[None])
@@ -431,6 +433,7 @@ def _advance(runs, n, threads):
     for i, r in enumerate(runs):
         thetas[i] = r._theta
         stats[i] = r._stats
+        stats[i, _gd.ST_STEPS] = r.steps_done  # (gd_bins: the direction of its passes)
     stats[:, _gd.ST_HALVINGS] = 0.0
     for i, r in enumerate(runs):
         # finished runs (stuck, stationary, diverged) are left alone by the kernel

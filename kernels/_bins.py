@@ -132,11 +132,14 @@ def _block_gradient(tag, Z, G, oS, r0, rn, S, ev):
     block of rows (16 KiB) fits in L1 with the next: the next block's rows (from
     ``rn``; the margins read them next, from L2 otherwise) are asked for while this
     one's are summed (about 5 % at conv (128,128,3)); a larger block would evict this
-    one."""
+    one. Only every other line of each row is asked for: the lines between come in
+    time all the same (the processor's own prefetchers, presumably), and each
+    prefetch takes a load slot from the sums (asking for every line: 3 % slower)."""
     if len(tag[0]) > 0:
         for j in range(S // LANE):
-            for q in range(BLOCK):
-                prefetch(Z, U64(rn + q * S + j * LANE))
+            if j % 2 == 0:
+                for q in range(BLOCK):
+                    prefetch(Z, U64(rn + q * S + j * LANE))
             for t in range(LANE):
                 s = j * LANE + t
                 G[U64(oS + s)] += _rows16(Z, r0, S, s, ev)
@@ -343,7 +346,7 @@ def _bins_unlayout(Wr, Wi, L, K, Ki, packed, S, theta):
 
 @ieee_inline_kernel
 def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr, ps, m, av, e, mA, mB, v0, v1,
-              v2, v3):
+              v2, v3, fwd):
     """The pass over the data at ``b``: margins ``m_n = <Z_n, b>``, an online
     softmax over blocks of ``BLOCK`` samples, and ``G = sum_n exp(a_n - Ma) Z_n``
     accumulated while the block's rows are in cache, into ``GR, GI`` from ``oS``.
@@ -353,7 +356,11 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
     ``ZR, ZI`` (N S) are the data rows; ``ZTR, ZTI`` (empty, or ``ceil(N / 16)``
     blocks of (S, 16)) the same transposed, samples innermost: the margins of a
     block are then two vectors, with no horizontal sums. ``v0`` (64) and ``v1..v3``
-    (8) are lane accumulators, ``m, av, e, mA, mB`` (BLOCK) work buffers."""
+    (8) are lane accumulators, ``m, av, e, mA, mB`` (BLOCK) work buffers.
+
+    The blocks are taken in order (``fwd``) or in reverse: passes that alternate
+    start where the last one ended, with its last block still in L1 (one block in
+    eight read from L2 the fewer at conv (128,128,3), about 2 %)."""
     S = _slots(tag, pwr)
     nb = S // LANE
     Ma = -np.inf
@@ -366,7 +373,9 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
     if cplx:
         for s in range(S):
             GI[U64(oS + s)] = 0.0
-    for n0 in range(0, N, BLOCK):
+    nblk = (N + BLOCK - 1) // BLOCK
+    for bi in range(nblk):
+        n0 = (bi if fwd else nblk - 1 - bi) * BLOCK
         nk = min(BLOCK, N - n0)
         nk4 = nk - nk % 4
         if ZTR.shape[0] != 0:
@@ -514,7 +523,9 @@ def bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GR, GI, pwr,
                 r0 = n0 * S
                 ev = (e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7],
                       e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15])
-                rn = (n0 + BLOCK if n0 + BLOCK < N else 0) * S  # the next block's rows
+                # the next block's rows (none after the last: the next pass starts here)
+                rn = (n0 + BLOCK if n0 + BLOCK < N else n0) if fwd else (n0 - BLOCK if n0 > 0 else 0)
+                rn *= S
                 _block_gradient(tag, ZR, GR, oS, r0, rn, S, ev)
                 if cplx:
                     _block_gradient(tag, ZI, GI, oS, r0, rn, S, ev)
@@ -592,7 +603,7 @@ def _certified(mult, lr, Sb, Gb, su):
 def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
                GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av, e,
                mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
-               log_eta, X2, Xh, loss, adaptive, step, steps):
+               log_eta, X2, Xh, loss, adaptive, step, steps, gpar):
     """The GD loop of ``gd_bins`` for ``R`` runs on one dataset: every array a
     distinct argument (``noalias``), the phases inlined. Per run: the state
     ``W, tW, U, C`` (L S each), ``G, Gn`` (S), ``a2, um2, a, um, ab`` (L), ``ps`` (N_PS)
@@ -604,7 +615,9 @@ def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, G
     runs: its bits are those of the run alone. The accepted trial point and its
     ``G`` are copied (an argument cannot be swapped for another without losing
     ``noalias``). ``done[r]`` starts at -1: the pass at the starting point goes
-    through the same code as a step."""
+    through the same code as a step. ``gpar[r]``: the parity of the steps run ``r``
+    did before the call; the pass at the point after its step ``k`` (counted from
+    its start) goes through the data in order where ``k`` is even."""
     L = _layers(tag, L)
     S = _slots(tag, pwr)
     LS = L * S
@@ -653,7 +666,7 @@ def _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, G
                         halv[r] += 1
             bins_trial(tag, L, cplx, packed, oW, Wr, Wi, Ur, Ui, mult[r], tWr, tWi, Cr, Ci, bR, bI, pwr)
             logLn = bins_pass(tag, N, cplx, loss, oS, oP, ZR, ZI, ZTR, ZTI, bR, bI, GnR, GnI, pwr, ps, m, av, e,
-                              mA, mB, v0, v1, v2, v3)
+                              mA, mB, v0, v1, v2, v3, (gpar[r] + done[r] + 1) % 2 == 0)
             if done[r] >= 0:
                 if guard_refuses(r, adaptive, logLn, logL, tries, halv, mult, status):
                     continue
@@ -694,7 +707,10 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     (``thetas`` (R, P) updated in place, ``step`` (R,) their step sizes, ``stats``
     (R, N_STATS) as in ``gd_group``), with the data, the weights and the tag of
     ``bins_data``. Runs not RUNNING are left alone. A run's bits do not depend on
-    ``R`` nor on the other runs."""
+    ``R`` nor on the other runs. On entry ``stats[r, ST_STEPS]`` holds the steps
+    the run has done before (its passes over the data alternate in direction with
+    the step count: a run continued with its count gets the bits of one that never
+    stopped); on return, the steps of this call."""
     points = np.empty(1, np.int64)
     points[0] = steps
     _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive,
@@ -708,7 +724,8 @@ ROW_STEPS, ROW_LOG_LOSS, ROW_MIN_MARGIN, ROW_LOG_ETA, ROW_HALVINGS, ROW_STATUS, 
 @kernel
 def gd_bins_history(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss,
                     adaptive, step, points, stats, pw, pweights, refs, rows):
-    """One run of ``gd_bins`` (``theta`` (P,), ``stats`` (N_STATS,)) taken to each of
+    """One run of ``gd_bins`` (``theta`` (P,), ``stats`` (N_STATS,), ``ST_STEPS`` as
+    there) taken to each of
     ``points`` (steps from the call's start, non-decreasing; 0 evaluates the starting
     point) in one call, with what a history row needs at each: ``rows[k]`` holds the
     steps done, log L, the min margin, log eta of the last step, the halvings so far
@@ -765,7 +782,9 @@ def _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, 
     tries, halv = np.zeros(R, np.int64), np.zeros(R, np.int64)
     status, done = np.empty(R, np.int64), np.full(R, -1, np.int64)
     need = np.ones(R, np.bool_)
+    gpar = np.empty(R, np.int64)
     for r in range(R):
+        gpar[r] = np.int64(stats[r, ST_STEPS]) % 2
         status[r] = np.int64(stats[r, ST_STATUS])
         log_eta[r] = stats[r, ST_LOG_ETA]
         bins_layout(thetas[r], L, K, Ki, packed, S, Wr[r * LS:(r + 1) * LS], Wi[r * LS:(r + 1) * LS])
@@ -774,7 +793,7 @@ def _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, 
         _bins_loop(tag, R, L, N, Wr, Wi, tWr, tWi, Ur, Ui, Cr, Ci, Qr, Qi, bR, bI, GR, GI,
                    GnR, GnI, ZR, ZI, ZTR, ZTI, ipr, ipi, pwr, pwi, msk, aw, au, as_, a2, um2, a, um, ab, ps, m, av,
                    e, mA, mB, v0, v1, v2, v3, iv, logL, mult, tries, halv, status, done, need, lr, su, Ma, sa, mmin,
-                   log_eta, X2, Xh, loss, adaptive, step, points[k])
+                   log_eta, X2, Xh, loss, adaptive, step, points[k], gpar)
         if rows.shape[0] == 0:
             continue
         if stats[0, ST_STATUS] != RUNNING:

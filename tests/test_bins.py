@@ -162,6 +162,7 @@ def _history_call_per_row(p, theta, points, loss, adaptive, step_size, refs):
     rows = []
     for pt in points:
         st[_gd.ST_HALVINGS] = 0.0
+        st[_gd.ST_STEPS] = done  # the steps before the call (the direction of the passes)
         eta = st[_gd.ST_LOG_ETA]
         p.gd_bins(t, loss, adaptive, step_size, pt - done, st)
         if st[_gd.ST_STEPS] == 0:
@@ -230,3 +231,23 @@ def test_gd_bins_history_rejects_mismatched_rows():
         _bins.gd_bins_history(*args, np.zeros((2, _bins.ROW_MEASURES + 2)))
     rows = np.zeros((2, _bins.ROW_MEASURES + 3))
     assert _bins.gd_bins_history(*args, rows) == 2 and rows[1, _bins.ROW_STEPS] == 5
+
+
+@pytest.mark.parametrize("arch,N,D,L", [("conv", 40, 128, 3), ("conv", 37, 20, 2), ("diag", 21, 50, 4)])
+def test_bins_continued_with_its_step_count_is_bitwise_uninterrupted(arch, N, D, L):
+    """The loop's passes over the data alternate in direction with the step count:
+    a run continued in a second call that is given the steps done before
+    (``stats[ST_STEPS]``) gets the bits of one call; from a stale count it gets
+    other bits (summed in the other order: the same to rounding)."""
+    X, y = gaussian_dataset(N, D, seed=3)
+    p = Problem(X, y, arch, L)
+    theta = p.theta_from_weights(p.init_weights(1.0 / np.sqrt(D), 1))
+    whole, st = theta.copy(), np.zeros(_gd.N_STATS)
+    p.gd_bins(whole, _gd.EXP_LOSS, True, 1.0, 20, st)
+    for before, same in ((7, True), (0, False)):
+        t, s = theta.copy(), np.zeros(_gd.N_STATS)
+        p.gd_bins(t, _gd.EXP_LOSS, True, 1.0, 7, s)
+        s[_gd.ST_STEPS] = before
+        p.gd_bins(t, _gd.EXP_LOSS, True, 1.0, 13, s)
+        assert np.array_equal(t, whole) == same
+        assert _rel(t, whole) < 1e-13
