@@ -18,7 +18,7 @@ compile-time constant too (``tag[1]``, of length L; else ``()``): the loops over
 the layers unroll and the per-layer scalars (square roots, the smoothness bound)
 vectorize. ``tag[2]`` says which spectra these are, as its length: 0 real (diag),
 1 complex (conv, odd D), 2 complex with DC and Nyquist packed (conv, even D); the
-branches on it fold away. Each tag is one compilation (about 15-20 s, most of it
+branches on it fold away. Each tag is one compilation (about 25-30 s, most of it
 Numba's type inference of the inlined phases). Flat indices are unsigned: Numba
 tests a signed index for wraparound, which LLVM cannot remove from computed
 indices (a 10x slowdown).
@@ -700,7 +700,6 @@ def _empty64(n):
     return buf[off:off + n]
 
 
-@kernel
 def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive, step,
             steps, stats):
     """``steps`` iterations of GD for ``R`` diag/conv runs on one dataset
@@ -710,9 +709,12 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
     ``R`` nor on the other runs. On entry ``stats[r, ST_STEPS]`` holds the steps
     the run has done before (its passes over the data alternate in direction with
     the step count: a run continued with its count gets the bits of one that never
-    stopped); on return, the steps of this call."""
-    points = np.empty(1, np.int64)
-    points[0] = steps
+    stopped); on return, the steps of this call.
+
+    A Python function, as is ``gd_bins_history``: with both compiled around the
+    compiled ``_bins_drive``, Numba compiled the loop one level deeper and took
+    twice as long to (40-60 s from an empty cache, not 20)."""
+    points = np.array([steps], dtype=np.int64)
     _bins_drive(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss, adaptive,
                 step, points, stats, pwr, pwr, np.empty((0, 0)), np.empty((0, 0)))
 
@@ -721,7 +723,6 @@ def gd_bins(tag, thetas, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi,
 ROW_STEPS, ROW_LOG_LOSS, ROW_MIN_MARGIN, ROW_LOG_ETA, ROW_HALVINGS, ROW_STATUS, ROW_MEASURES = range(7)
 
 
-@kernel
 def gd_bins_history(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr, ipi, msk, X2, Xh, loss,
                     adaptive, step, points, stats, pw, pweights, refs, rows):
     """One run of ``gd_bins`` (``theta`` (P,), ``stats`` (N_STATS,), ``ST_STEPS`` as
@@ -736,8 +737,7 @@ def gd_bins_history(tag, theta, L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ip
     recorded, with the step it stopped at) and returns the number of rows."""
     if rows.shape[0] != points.shape[0] or rows.shape[1] != ROW_MEASURES + 2 + refs.shape[0]:
         raise ValueError("gd_bins_history takes one row per point, of the history columns and one per reference")
-    stp = np.empty(1)
-    stp[0] = step
+    stp = np.array([step], dtype=np.float64)
     return _bins_drive(tag, theta.reshape(1, theta.shape[0]), L, K, Ki, packed, ZR, ZI, ZTR, ZTI, pwr, pwi, ipr,
                        ipi, msk, X2, Xh, loss, adaptive, stp, points, stats.reshape(1, stats.shape[0]), pw,
                        pweights, refs, rows)
