@@ -299,7 +299,7 @@ class Run:
             # FFT, in one compiled call
             out = self._row_measures
             _gd.prod_row_measures(self._theta, p.depth, p.K, p.Ki, p.pw, self._pweights, self._ref_spectra, out)
-            bn, wn, dots = math.sqrt(max(float(out[0]), 0.0)), math.sqrt(float(out[1])), out[2:].tolist()
+            bn, wn, dots = _prod_norms(out)
         else:
             beta = self.beta
             bn = float(np.linalg.norm(beta))
@@ -373,6 +373,11 @@ def _drive(runs, steps, threads):
                 r._record_row()
 
 
+def _prod_norms(measures):
+    """``(||beta||, ||w||, [<beta, ref>...])`` from ``_gd.prod_row_measures``' output."""
+    return math.sqrt(max(float(measures[0]), 0.0)), math.sqrt(float(measures[1])), measures[2:].tolist()
+
+
 def _drive_history(r, start, points):
     """One running diag/conv run of ``fit``: the loop taken to every record point
     in one compiled call (``_bins.gd_bins_history``), which leaves each row's
@@ -396,10 +401,9 @@ def _drive_history(r, start, points):
         step = start + int(row[_bins.ROW_STEPS])
         if row[_bins.ROW_STATUS] != _gd.RUNNING and r._rows and r._rows[-1][0] == step:
             continue  # stopped where the last row was recorded
-        m = row[_bins.ROW_MEASURES:]
         r._append_row(step, float(row[_bins.ROW_LOG_LOSS]), float(row[_bins.ROW_MIN_MARGIN]),
                       float(row[_bins.ROW_LOG_ETA]), h0 + int(row[_bins.ROW_HALVINGS]),
-                      math.sqrt(max(float(m[0]), 0.0)), math.sqrt(float(m[1])), m[2:].tolist())
+                      *_prod_norms(row[_bins.ROW_MEASURES:]))
     _absorb([r], theta[None], stats[None])
 
 
@@ -417,17 +421,6 @@ def _executor(workers):
 def _advance(runs, n, threads):
     p = runs[0]._problem
     R = len(runs)
-    if R == 1 and not runs[0]._lanes and p.family == _gd.PROD:
-        # one diag/conv run of fit (a call per history row): straight to its loop
-        r = runs[0]
-        theta = r._theta.copy()
-        stats = r._stats.copy()
-        stats[_gd.ST_HALVINGS] = 0.0
-        stats[_gd.ST_STEPS] = r.steps_done  # (the direction of the loop's passes)
-        stats[_gd.ST_STATUS] = _gd.RUNNING if r.status == "running" else _gd.STUCK
-        p.gd_bins(theta, LOSSES[r._loss], r._step == "adaptive", r._step_size, n, stats)
-        _absorb(runs, theta[None], stats[None])
-        return
     thetas = np.empty((R, runs[0]._theta.shape[0]))
     stats = np.empty((R, _gd.N_STATS))
     for i, r in enumerate(runs):
